@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from benchmark.model import DeepSpeech2, reverse_padded
+
+
+def padded_batch(lengths, features=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(lengths), features, max(lengths), generator=g)
+    for i, n in enumerate(lengths):
+        x[i, :, n:] = 0
+    return x, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize("rnn_type,time_stride", [("lstm", 2), ("gru", 4)])
+def test_padding_does_not_change_an_utterance(rnn_type, time_stride):
+    torch.manual_seed(0)
+    model = DeepSpeech2(num_features=40, conv_channels=4, time_stride=time_stride, rnn_type=rnn_type,
+                        rnn_hidden_size=16, rnn_layers=2).eval()
+    x, lengths = padded_batch([120, 77, 31])
+    logits, out_lengths = model(x, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        alone, alone_length = model(x[i:i + 1, :, :n], lengths[i:i + 1])
+        assert alone_length.item() == out_lengths[i].item()
+        torch.testing.assert_close(logits[:alone_length, i], alone[:, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_output_lengths_match_forward():
+    model = DeepSpeech2(num_features=161, conv_channels=4, rnn_hidden_size=8, rnn_layers=1).eval()
+    x, lengths = padded_batch([100, 57], features=161)
+    logits, out_lengths = model(x, lengths)
+    assert logits.shape == (50, 2, 29)
+    assert out_lengths.tolist() == model.output_lengths(lengths).tolist() == [50, 29]
+
+
+def test_reverse_padded_reverses_within_length():
+    x = torch.arange(5.0).reshape(5, 1, 1).repeat(1, 2, 1)   # [T=5, B=2, 1]
+    out = reverse_padded(x, torch.tensor([5, 3]))
+    assert out[:, 0, 0].tolist() == [4, 3, 2, 1, 0]
+    assert out[:, 1, 0].tolist() == [2, 1, 0, 3, 4]
+
+
+def test_fused_lstm_equals_lstmcell_loop_with_padding():
+    """The fused nn.LSTM layer equals an unfused LSTMCell loop on the same weights, padding included."""
+    torch.manual_seed(0)
+    model = DeepSpeech2(num_features=40, conv_channels=4, rnn_type="lstm", rnn_hidden_size=12, rnn_layers=1)
+    layer = model.rnns[0]
+    steps, batch, size = 9, 3, layer.forward_rnn.input_size
+    x = torch.randn(steps, batch, size)
+    lengths = torch.tensor([9, 6, 2])
+    x[lengths.unsqueeze(0) <= torch.arange(steps).unsqueeze(1)] = 0
+    fused = layer(x, lengths)
+
+    def cell_from(rnn):
+        cell = torch.nn.LSTMCell(size, rnn.hidden_size)
+        cell.load_state_dict({"weight_ih": rnn.weight_ih_l0, "weight_hh": rnn.weight_hh_l0,
+                              "bias_ih": rnn.bias_ih_l0, "bias_hh": rnn.bias_hh_l0})
+        return cell
+
+    forward_cell, backward_cell = cell_from(layer.forward_rnn), cell_from(layer.backward_rnn)
+    for b, n in enumerate(lengths.tolist()):
+        h = c = torch.zeros(1, 12)
+        forward_out = []
+        for t in range(n):
+            h, c = forward_cell(x[t, b:b + 1], (h, c))
+            forward_out.append(h)
+        h = c = torch.zeros(1, 12)
+        backward_out = [None] * n
+        for t in reversed(range(n)):
+            h, c = backward_cell(x[t, b:b + 1], (h, c))
+            backward_out[t] = h
+        expected = torch.cat([torch.cat(forward_out), torch.cat(backward_out)], dim=1)
+        torch.testing.assert_close(fused[:n, b], expected, atol=1e-6, rtol=1e-5)

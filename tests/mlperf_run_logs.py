@@ -1,0 +1,90 @@
+"""Writes DeepSpeech2 result logs for tests through the project's real logger (benchmark.mlperf_log).
+
+The only thing replaced is mllog's clock, so a test decides how long each phase of a run takes and the
+scores are known in advance.
+"""
+import contextlib
+
+from mlperf_logging.mllog import constants
+from mlperf_logging.mllog import mllog as mllog_impl
+
+from benchmark.mlperf_log import (DATA_WAIT_SECONDS, NONFINITE_STEPS_SKIPPED, TARGET_WER, TRAIN_LOSS,
+                                  MLPerfLogger)
+
+START_MS = 1_700_000_000_000
+
+
+class FakeClock:
+    def __init__(self, now_ms):
+        self.now_ms = now_ms
+
+    def __call__(self):
+        return int(self.now_ms)
+
+    def advance(self, minutes):
+        self.now_ms += minutes * 60_000
+
+
+@contextlib.contextmanager
+def fake_mllog_clock(start_ms):
+    clock = FakeClock(start_ms)
+    real = mllog_impl._current_time_ms
+    mllog_impl._current_time_ms = clock
+    try:
+        yield clock
+    finally:
+        mllog_impl._current_time_ms = real
+
+
+def write_run_log(path, wers, *, target_wer=0.30, status="auto", epoch_minutes=1.0, init_minutes=0.5,
+                  seed=1, start_ms=START_MS, omit=(), duplicate=(), stop=True, benchmark_name=None,
+                  run_stop_metadata=None, eval_samples=100):
+    """One run: init, then per epoch train (epoch_minutes) and eval with the next WER of `wers`.
+
+    status 'auto' logs success when the last WER meets the target, else aborted. omit: keys not logged;
+    duplicate: keys logged twice; stop=False leaves the run without run_stop (an interrupted run).
+    """
+    if status == "auto":
+        status = constants.SUCCESS if wers and wers[-1] <= target_wer else constants.ABORTED
+    logger = MLPerfLogger(str(path), echo=False)
+
+    def log(kind, key, value=None, metadata=None):
+        if key in omit:
+            return
+        for _ in range(2 if key in duplicate else 1):
+            getattr(logger, kind)(key, value, metadata)
+
+    with fake_mllog_clock(start_ms) as clock:
+        log("event", constants.CACHE_CLEAR, True)
+        log("start", constants.INIT_START)
+        for key, value in [(constants.SUBMISSION_BENCHMARK, benchmark_name or "deepspeech2"),
+                           (constants.SUBMISSION_ORG, "ds2perf"), (constants.SUBMISSION_DIVISION, "closed"),
+                           (constants.SUBMISSION_STATUS, "onprem"), (constants.SUBMISSION_PLATFORM, "CPU"),
+                           (constants.SEED, seed), (constants.GLOBAL_BATCH_SIZE, 32),
+                           (constants.OPT_NAME, "adamw"), (constants.OPT_BASE_LR, 5e-4),
+                           (constants.OPT_WEIGHT_DECAY, 1e-5), (constants.OPT_ADAMW_BETA_1, 0.9),
+                           (constants.OPT_ADAMW_BETA_2, 0.999), (constants.OPT_ADAMW_EPSILON, 1e-8),
+                           (constants.OPT_GRADIENT_CLIP_NORM, 400.0), (constants.OPT_LR_WARMUP_STEPS, 100),
+                           (TARGET_WER, target_wer), (constants.TRAIN_SAMPLES, 1000),
+                           (constants.EVAL_SAMPLES, eval_samples)]:
+            log("event", key, value)
+        clock.advance(init_minutes)
+        log("end", constants.INIT_STOP)
+        log("start", constants.RUN_START)
+        for epoch, wer in enumerate(wers, 1):
+            meta = {"epoch_num": epoch}
+            log("start", constants.EPOCH_START, metadata=meta)
+            clock.advance(epoch_minutes * 0.9)
+            log("event", DATA_WAIT_SECONDS, 1.5, meta)
+            log("event", TRAIN_LOSS, 100.0 / epoch, meta)
+            log("event", NONFINITE_STEPS_SKIPPED, 0, meta)
+            log("end", constants.EPOCH_STOP, metadata=meta)
+            log("start", constants.EVAL_START, metadata=meta)
+            clock.advance(epoch_minutes * 0.1)
+            log("event", constants.EVAL_ACCURACY, wer, meta)
+            log("end", constants.EVAL_STOP, metadata=meta)
+        if stop:
+            log("end", constants.RUN_STOP,
+                metadata=run_stop_metadata if run_stop_metadata is not None else {"status": status})
+    logger.close()
+    return path

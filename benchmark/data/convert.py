@@ -1,0 +1,268 @@
+"""Shared preparation step: a LibriSpeech-layout tree -> 16 kHz mono 16-bit WAVs and one CSV manifest.
+
+Input: `SOURCE/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac` (or .wav) and
+`<speaker>-<chapter>.trans.txt` with lines `<utterance id> <TRANSCRIPT>`. Output: the same tree under
+WAV_DIR with .wav files, and a manifest `wav_filename,wav_filesize,transcript` sorted by file name, with
+paths relative to the manifest's folder (see manifest.py), written atomically.
+
+Conversion uses sox (in parallel, one process per file), with `-R` so dither is repeatable and the same
+input always gives the same bytes. Each WAV is written to a temporary name and renamed, so a killed run
+leaves only complete WAVs, and a re-run converts only what is missing.
+
+Bad input (decided here, used by both LibriSpeech and the synthetic corpus):
+- Per-file problems are printed with the file and what is wrong, counted in the summary, listed in
+  `<manifest>.problems.txt`, and left out of the manifest: unreadable or corrupt audio, truncated audio,
+  empty audio, a transcript line with no audio, audio with no transcript line, a malformed or duplicate
+  transcript line, a transcript with characters outside the alphabet (after upper-casing, which is
+  harmless).
+- Audio that is readable but not 16 kHz mono 16-bit (another rate, stereo, 24-bit) is converted like every
+  file (sox resamples and averages channels), kept in the manifest, and counted as "normalized" in the
+  summary, so it never passes silently.
+- Failing to write output (full disk, quota, file size limit, permissions) is fatal: FatalDataError names the
+  file and the cause; everything already converted stays and a re-run continues from there.
+"""
+from collections import Counter
+from dataclasses import dataclass
+import multiprocessing
+import os
+from pathlib import Path
+import re
+import subprocess
+import wave
+
+import soundfile
+from tqdm import tqdm
+
+from benchmark.data.manifest import Utterance, WAV_HEADER_BYTES, write_manifest
+from benchmark.text import invalid_chars
+
+SAMPLE_RATE = 16000
+AUDIO_SUFFIXES = (".flac", ".wav")
+# sox warnings that describe the conversion, not damaged input.
+_BENIGN_SOX_WARNINGS = re.compile(r"clipped|dither")
+
+
+class FatalDataError(RuntimeError):
+    """A problem that stops preparation (cannot write output, bad archive); the message names the file."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    kind: str       # short category, counted in the summary
+    detail: str = ""
+
+    def __str__(self):
+        return f"{self.path}: {self.kind}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass(frozen=True)
+class Item:
+    utterance_id: str
+    source: Path
+    target: Path
+    transcript: str
+
+
+@dataclass
+class Summary:
+    utterances: list          # Utterance, in manifest order
+    problems: list            # Problem
+    normalized: list          # Problem-like notes for files converted from another rate/channels/width
+    converted: int = 0        # files converted in this run (0 on a re-run)
+
+    @property
+    def hours(self):
+        return sum(u.duration for u in self.utterances) / 3600
+
+
+def normalize_transcript(text):
+    """Upper-case and collapse spaces (harmless); anything else is for the caller to reject."""
+    return " ".join(text.upper().split())
+
+
+def scan_tree(source_dir, wav_dir):
+    """Pair transcript lines with audio files. Returns (items sorted by target path, problems)."""
+    source_dir, wav_dir = Path(source_dir), Path(wav_dir)
+    items, problems = [], []
+    for folder, _, files in sorted(os.walk(source_dir)):
+        folder = Path(folder)
+        audio = {}
+        for name in sorted(files):
+            path = folder / name
+            if path.suffix in AUDIO_SUFFIXES:
+                if path.stem in audio:
+                    problems.append(Problem(str(path), "duplicate audio", f"also {audio[path.stem].name}"))
+                    continue
+                audio[path.stem] = path
+        transcripts = {}
+        for name in sorted(f for f in files if f.endswith(".trans.txt")):
+            trans_path = folder / name
+            try:
+                lines = trans_path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as error:
+                problems.append(Problem(str(trans_path), "unreadable transcript file", str(error)))
+                continue
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                where = f"{trans_path}:{number}"
+                parts = line.split(maxsplit=1)
+                if len(parts) != 2:
+                    problems.append(Problem(where, "malformed transcript line", "expected '<id> <TRANSCRIPT>'"))
+                    continue
+                utterance_id, text = parts
+                if utterance_id in transcripts:
+                    problems.append(Problem(where, "duplicate transcript line", utterance_id))
+                    continue
+                transcripts[utterance_id] = (where, normalize_transcript(text))
+        for utterance_id, (where, text) in sorted(transcripts.items()):
+            if utterance_id not in audio:
+                problems.append(Problem(where, "transcript without audio", f"no {utterance_id}.flac or .wav"))
+                continue
+            bad = invalid_chars(text)
+            if bad:
+                problems.append(Problem(str(audio[utterance_id]), "characters outside the alphabet",
+                                        f"{''.join(bad)!r} in {where}"))
+                continue
+            source = audio[utterance_id]
+            target = wav_dir / source.relative_to(source_dir).with_suffix(".wav")
+            items.append(Item(utterance_id, source, target, text))
+        for stem in sorted(set(audio) - set(transcripts)):
+            problems.append(Problem(str(audio[stem]), "audio without transcript"))
+    items.sort(key=lambda item: item.target)
+    return items, problems
+
+
+def _write_wav(target, pcm):
+    """Atomic WAV write; any OSError here is the output side failing, so it is fatal."""
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with wave.open(str(tmp), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(SAMPLE_RATE)
+            out.writeframes(pcm)
+        os.replace(tmp, target)
+    except OSError as error:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise FatalDataError(f"{target}: cannot write ({error.strerror or error}); files already prepared are "
+                             "kept, fix the cause (e.g. free disk space) and re-run") from None
+
+
+def convert_file(source, target):
+    """Convert one file. Returns (wav size in bytes, None | Problem(note) | Problem(error), ok flag)."""
+    try:
+        info = soundfile.info(str(source))
+    except Exception as error:  # libsndfile raises its own error types for every unreadable file
+        return 0, Problem(str(source), "unreadable audio", str(error).split(": ")[-1]), False
+    if info.frames == 0:
+        return 0, Problem(str(source), "empty audio"), False
+    result = subprocess.run(["sox", "-R", "-V2", str(source), "-t", "raw", "-e", "signed-integer", "-b", "16",
+                             "-c", "1", "-r", str(SAMPLE_RATE), "-"], capture_output=True)
+    messages = [line for line in result.stderr.decode(errors="replace").splitlines()
+                if line.strip() and not _BENIGN_SOX_WARNINGS.search(line)]
+    if result.returncode != 0 or messages:
+        kind = "corrupt audio" if result.stdout else "unreadable audio"
+        detail = "; ".join(m.replace(str(source), "").strip() for m in messages) or f"sox exit {result.returncode}"
+        return 0, Problem(str(source), kind, detail), False
+    frames = len(result.stdout) // 2
+    if frames == 0:
+        return 0, Problem(str(source), "empty audio"), False
+    expected = info.frames * SAMPLE_RATE / info.samplerate
+    if frames < expected - SAMPLE_RATE / 100:
+        return 0, Problem(str(source), "truncated audio", f"decoded {frames} of {expected:.0f} samples"), False
+    _write_wav(target, result.stdout)
+    note = None
+    if info.samplerate != SAMPLE_RATE or info.channels != 1 or info.subtype != "PCM_16":
+        note = Problem(str(source), "normalized", f"{info.samplerate} Hz, {info.channels} ch, {info.subtype}")
+    return WAV_HEADER_BYTES + 2 * frames, note, True
+
+
+def _convert_item(index_and_item):
+    index, item = index_and_item
+    size, note, ok = convert_file(item.source, item.target)
+    return index, size, note, ok
+
+
+def _remove_stale_temporaries(wav_dir):
+    """Temporary WAVs of a run that was killed mid-write; their files get converted again."""
+    for folder, _, files in os.walk(wav_dir):
+        for name in files:
+            if name.endswith(".wav.tmp"):
+                os.unlink(os.path.join(folder, name))
+
+
+def prepare_subset(source_dir, wav_dir, csv_path, jobs=None, desc="convert", report=print):
+    """Convert a LibriSpeech-layout tree and write its manifest. Returns a Summary.
+
+    Files whose WAV already exists are not converted again. Raises FatalDataError on write errors.
+    """
+    source_dir, wav_dir, csv_path = Path(source_dir), Path(wav_dir), Path(csv_path)
+    if not source_dir.is_dir():
+        raise FatalDataError(f"{source_dir}: source folder not found")
+    items, problems = scan_tree(source_dir, wav_dir)
+    _remove_stale_temporaries(wav_dir)
+    sizes = [None] * len(items)
+    todo = []
+    for index, item in enumerate(items):
+        if item.target.is_file() and item.target.stat().st_size > WAV_HEADER_BYTES:
+            sizes[index] = item.target.stat().st_size
+        else:
+            todo.append((index, item))
+    normalized = []
+    jobs = jobs or os.cpu_count()
+    with tqdm(total=len(todo), desc=desc, unit="file", mininterval=1.0, disable=not todo) as progress:
+        pool = multiprocessing.Pool(jobs) if jobs > 1 and len(todo) > 1 else None
+        try:
+            results = pool.imap_unordered(_convert_item, todo, chunksize=8) if pool else map(_convert_item, todo)
+            for index, size, note, ok in results:
+                if ok:
+                    sizes[index] = size
+                    if note:
+                        normalized.append(note)
+                else:
+                    problems.append(note)
+                    progress.write(f"{desc}: {note}")
+                progress.update()
+        finally:
+            if pool:
+                pool.terminate()
+                pool.join()
+    problems.sort(key=str)
+    utterances = [Utterance(item.target, size, item.transcript)
+                  for item, size in zip(items, sizes) if size is not None]
+    write_manifest(csv_path, utterances, relative_to=csv_path.parent)
+    _write_problem_list(csv_path, problems, normalized)
+    summary = Summary(utterances, problems, sorted(normalized, key=str), converted=len(todo))
+    report(format_summary(csv_path, summary))
+    return summary
+
+
+def _write_problem_list(csv_path, problems, normalized):
+    """`<manifest>.problems.txt` lists every left-out or normalized file; removed when there are none."""
+    path = csv_path.with_name(csv_path.stem + ".problems.txt")
+    lines = [str(p) for p in problems] + [str(n) for n in normalized]
+    if not lines:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def format_summary(csv_path, summary):
+    """One paragraph: manifest, utterances, hours, and counts of each problem kind."""
+    text = (f"{csv_path}: {len(summary.utterances)} utterances, {summary.hours:.2f} h "
+            f"({summary.converted} converted in this run)")
+    counts = Counter(p.kind for p in summary.problems)
+    if counts:
+        listed = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+        text += f"\n  left out {sum(counts.values())} files: {listed} (see {csv_path.stem}.problems.txt)"
+    if summary.normalized:
+        text += f"\n  normalized {len(summary.normalized)} files from another rate/channel count/sample width"
+    return text

@@ -167,8 +167,8 @@ def check_logs(paths, target_wer=None, eval_samples=None):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m benchmark.compliance",
-        description="Check DeepSpeech2 MLPerf result logs with the official compliance checker.")
+        prog="python -m benchmark.compliance", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     parser.add_argument("logs", nargs="*", metavar="LOG", help="result logs (result_<n>.txt) to check")
     parser.add_argument("--target-wer", type=float, default=None,
                         help="also require the logged target_wer to equal this value (default: any in (0, 1))")

@@ -112,7 +112,8 @@ def format_text(report):
         quality, score = system["quality"], system["score"]
         relation = "<=" if quality["lower_is_better"] else ">="
         target = f"target {relation} {quality['target']:g}" if quality["target"] is not None else "no target"
-        lines.append(f"== {name}: {score['runs']} runs, {score['converged']} converged, {target}")
+        runs = f"{score['runs']} run{'s' if score['runs'] != 1 else ''}"
+        lines.append(f"== {name}: {runs}, {score['converged']} converged, {target}")
         if system["description"]:
             lines.append("   " + ", ".join(f"{k}={v}" for k, v in system["description"].items()))
         lines.append(f"   {'run':<24} {'status':<12} {'minutes':>9} {'epochs':>7} {'final':>8}")

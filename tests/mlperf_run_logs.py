@@ -38,7 +38,7 @@ def fake_mllog_clock(start_ms):
 
 def write_run_log(path, wers, *, target_wer=0.30, status="auto", epoch_minutes=1.0, init_minutes=0.5,
                   seed=1, start_ms=START_MS, omit=(), duplicate=(), stop=True, benchmark_name=None,
-                  run_stop_metadata=None, eval_samples=100):
+                  run_stop_metadata=None, eval_samples=100, division="closed"):
     """One run: init, then per epoch train (epoch_minutes) and eval with the next WER of `wers`.
 
     status 'auto' logs success when the last WER meets the target, else aborted. omit: keys not logged;
@@ -58,7 +58,7 @@ def write_run_log(path, wers, *, target_wer=0.30, status="auto", epoch_minutes=1
         log("event", constants.CACHE_CLEAR, True)
         log("start", constants.INIT_START)
         for key, value in [(constants.SUBMISSION_BENCHMARK, benchmark_name or "deepspeech2"),
-                           (constants.SUBMISSION_ORG, "ds2perf"), (constants.SUBMISSION_DIVISION, "closed"),
+                           (constants.SUBMISSION_ORG, "ds2perf"), (constants.SUBMISSION_DIVISION, division),
                            (constants.SUBMISSION_STATUS, "onprem"), (constants.SUBMISSION_PLATFORM, "CPU"),
                            (constants.SEED, seed), (constants.GLOBAL_BATCH_SIZE, 32),
                            (constants.OPT_NAME, "adamw"), (constants.OPT_BASE_LR, 5e-4),

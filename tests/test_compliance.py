@@ -36,6 +36,13 @@ def test_missing_key_fails_naming_it(tmp_path, rules, key):
     assert any(key in reason for reason in result.reasons), result.reasons
 
 
+def test_open_division_frees_hyperparameters_but_not_the_target(tmp_path, rules):
+    free = verdict(write_run_log(tmp_path / "free.txt", [0.9, 0.29], division="open", omit={"opt_name"}), rules)
+    assert free.passed, free.reasons
+    liar = verdict(write_run_log(tmp_path / "liar.txt", [0.9, 0.35], division="open", status="success"), rules)
+    assert not liar.passed
+
+
 def test_two_run_starts_fail(tmp_path, rules):
     result = verdict(write_run_log(tmp_path / "log.txt", [0.9, 0.29], duplicate={"run_start"}), rules)
     assert not result.passed

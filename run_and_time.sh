@@ -14,7 +14,8 @@
 #      prints   RESULT,DEEPSPEECH2,<seed>,<seconds>,<user>,<start date>
 #      where seconds = run_stop - run_start of the run's MLPerf log (wall time if the log has no run_stop);
 #   5. with NEXP>1, prints the MLPerf score: python -m benchmark.report results/<system>.
-# Exit status: the training's (NEXP>1: the first failed run's, else 0); 2 for a configuration error.
+# Exit status: the training's: 0 success, 3 aborted (target not reached; torchrun reports it as 1, the log's
+# run_stop status tells), 1 error; NEXP>1: the first failed run's, else 0. 2: a configuration error.
 #
 # Variables (the environment overrides the config file):
 #   SYSTEM             which config_<SYSTEM>.sh (see above)
@@ -98,6 +99,7 @@ for ((i = 0; i < NEXP; i++)); do
   started=$(date +%s.%N)
   run_status=0
   "${LAUNCH_CMD[@]}" || run_status=$?
+  run_status=$(ds2_training_status "$run_status" "$RESULT_FILE")
   wall=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
   ds2_result_line "$RESULT_FILE" "$SEED" "$wall" "$start_fmt"
   if (( run_status != 0 )); then

@@ -246,11 +246,12 @@ ds2_print_resolved() {   # KEY=value lines of every variable that is set, shell-
 
 ds2_write_resolved() {   # FILE RESULT_FILE: resolved configuration beside the result, written atomically
   local file=$1 tmp="$1.tmp.$$"
+  local SEED_BASE=$SEED NEXP=1   # this run's own values, so sourcing the file repeats exactly this run
   {
     echo "# Resolved configuration of $2 ($CONFIG_FILE), written by $DS2_PROG"
     echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname), git $(git rev-parse --short HEAD 2>/dev/null ||
                                                                  echo "${DS2PERF_GIT_COMMIT:-unknown}")"
-    echo "# Same configuration again: (set -a; source $file; set +a; NEXP=1 ./run_and_time.sh)"
+    echo "# This run again: (set -a; source $file; set +a; ./run_and_time.sh)"
     ds2_print_resolved
     echo "# launch: $(ds2_quote "${LAUNCH_CMD[@]}")"
   } > "$tmp" && mv -f "$tmp" "$file"
@@ -271,6 +272,16 @@ ds2_clear_caches() {
 # RESULT line as MLPerf reference run_and_time.sh scripts print it:
 # RESULT,<benchmark>,<seed>,<seconds>,<user>,<start date>. Seconds are run_stop - run_start from the log,
 # or the wall time of the launch when the log has no such pair (an interrupted run).
+# torchrun turns any failed worker into exit status 1; the log's run_stop status says whether that was the
+# training's "aborted" (its exit status 3: target not reached), which is a completed MLPerf run.
+ds2_training_status() {   # LAUNCH_STATUS LOG
+  if [ "$1" = 1 ] && [ "$("$PYTHON" scripts/mllog_seconds.py --status "$2" 2>/dev/null)" = aborted ]; then
+    echo 3
+  else
+    echo "$1"
+  fi
+}
+
 ds2_result_line() {   # LOG SEED WALL_SECONDS START_FMT
   local seconds
   seconds=$("$PYTHON" scripts/mllog_seconds.py "$1" 2>/dev/null) || seconds=$3

@@ -64,6 +64,8 @@ def launch(clean_env, tmp_path):
             env["DRY_RUN"] = "1"
         env.update({k: str(v) for k, v in variables.items()})
         return subprocess.run(["bash", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    run.env = dict(clean_env,   # the environment of a run, for commands the tests compose themselves PATH=f"{bin_dir}:{clean_env['PATH']}", RESULTS_DIR=str(tmp_path / "results"),
+                   RUNS_DIR=str(tmp_path / "runs"))
     return run
 
 
@@ -224,7 +226,7 @@ echo "$*" >> "$STANDIN_CALLS"
 if [ "${STANDIN_LOG:-true}" = true ]; then
   echo ':::MLLOG {"namespace": "", "time_ms": 1000, "event_type": "INTERVAL_START", "key": "run_start", "value": null, "metadata": {}}' >> "$log"
   echo "garbage line" >> "$log"
-  echo ":::MLLOG {\"namespace\": \"\", \"time_ms\": $((13345 + seed)), \"event_type\": \"INTERVAL_END\", \"key\": \"run_stop\", \"value\": null, \"metadata\": {\"status\": \"success\"}}" >> "$log"
+  echo ":::MLLOG {\"namespace\": \"\", \"time_ms\": $((13345 + seed)), \"event_type\": \"INTERVAL_END\", \"key\": \"run_stop\", \"value\": null, \"metadata\": {\"status\": \"${STANDIN_STATUS:-success}\"}}" >> "$log"
 fi
 exit "${STANDIN_EXIT:-0}"
 """
@@ -256,17 +258,30 @@ def test_timed_runs_reserve_results_write_configs_and_print_result_lines(launch,
         assert sourced.split() == ["gru", str(seed)]
     calls = standin["STANDIN_CALLS"].read_text().splitlines()
     assert len(calls) == 2 and "--seed=5" in calls[0] and "--seed=6" in calls[1]
+    # Sourcing a resolved config repeats that run: same training flags, same seed (only the files move on).
+    again = subprocess.run(["bash", "-c", f"set -a; source {results}/config_3.sh; set +a; DRY_RUN=1 ./run_and_time.sh"],
+                           cwd=ROOT, env=launch.env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    [words] = launch_commands(again.stdout)
+    recorded = shlex.split((results / "config_3.sh").read_text().split("# launch: ")[1])
+    moving = ("--log_file=", "--output_dir=")
+    assert [w for w in train_flags(words) if not w.startswith(moving)] == \
+           [w for w in train_flags(recorded) if not w.startswith(moving)]
+    assert "--seed=6" in words
 
 
 def test_a_failed_run_passes_its_status_on_and_an_empty_log_is_given_back(launch, standin, tmp_path):
-    result = launch(dry=False, SYSTEM="CPU", STANDIN_EXIT=3, **standin)   # training's "aborted"
-    assert result.returncode == 3
+    # torchrun exits 1 whatever its worker's status; an aborted run (target not reached) is told by its log.
+    result = launch(dry=False, SYSTEM="CPU", STANDIN_EXIT=1, STANDIN_STATUS="aborted", **standin)
+    assert result.returncode == 3, result.stderr
     assert (tmp_path / "results" / "CPU" / "result_1.txt").stat().st_size > 0
+    result = launch(dry=False, SYSTEM="CPU", STANDIN_EXIT=1, **standin)   # failed after a successful run_stop
+    assert result.returncode == 1
     result = launch(dry=False, SYSTEM="CPU", STANDIN_EXIT=1, STANDIN_LOG="false", **standin)
     assert result.returncode == 1 and "removed the empty" in result.stderr
     assert re.search(r"^RESULT,DEEPSPEECH2,1,\d+\.\d{3},", result.stdout, re.M)   # wall time
-    assert not (tmp_path / "results" / "CPU" / "result_2.txt").exists()
-    assert not (tmp_path / "results" / "CPU" / "config_2.sh").exists()
+    assert not (tmp_path / "results" / "CPU" / "result_3.txt").exists()
+    assert not (tmp_path / "results" / "CPU" / "config_3.sh").exists()
 
 
 def test_mllog_seconds_reads_run_start_and_run_stop(tmp_path):
@@ -280,6 +295,10 @@ def test_mllog_seconds_reads_run_start_and_run_stop(tmp_path):
     out = subprocess.run([sys.executable, "scripts/mllog_seconds.py", str(log)], cwd=ROOT, capture_output=True,
                          text=True)
     assert out.returncode == 1 and "run_stop" in out.stderr
+    log.write_text(':::MLLOG {"key": "run_stop", "time_ms": 1, "metadata": {"status": "aborted"}}\n')
+    out = subprocess.run([sys.executable, "scripts/mllog_seconds.py", "--status", str(log)], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert (out.returncode, out.stdout) == (0, "aborted\n")
 
 
 def test_run_sub_launches_every_node_with_c10d_rendezvous(launch, tmp_path):

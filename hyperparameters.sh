@@ -16,6 +16,7 @@ case "$GLOBAL_BATCH_SIZE" in
   *)
     if [ -z "${LEARNING_RATE:-}" ]; then
       LEARNING_RATE=$(awk -v g="$GLOBAL_BATCH_SIZE" 'BEGIN { printf "%.3g", 8e-4 * sqrt(g / 256) }')
+      : "${WARMUP_FRACTION:=0.05}"
       echo "hyperparameters.sh: no entry for global batch $GLOBAL_BATCH_SIZE; LEARNING_RATE=$LEARNING_RATE" \
            "(square-root scaling from 8e-4 at 256)" >&2
     fi

@@ -44,13 +44,21 @@ ds2_check_enum() {   # VAR CHOICE...
 }
 
 # --- system selection ---
-ds2_gpu_names() {    # one line per visible NVIDIA GPU (empty without nvidia-smi or driver)
+ds2_gpu_names() {    # one line per NVIDIA GPU (nothing without nvidia-smi or driver: its errors are no names)
   command -v nvidia-smi >/dev/null 2>&1 || return 0
-  nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || true
+  local names; names=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null) && echo "$names" || true
 }
-ds2_gpu_count() { ds2_gpu_names | grep -c . || true; }
+ds2_gpu_count() {    # GPUs a run may use: nvidia-smi's, fewer where CUDA_VISIBLE_DEVICES lists fewer
+  local count visible=0; count=$(ds2_gpu_names | grep -c . || true)
+  if [ -n "${CUDA_VISIBLE_DEVICES+set}" ]; then
+    [ -z "$CUDA_VISIBLE_DEVICES" ] || visible=$(tr ',' '\n' <<< "$CUDA_VISIBLE_DEVICES" | grep -c . || true)
+    (( visible >= count )) || count=$visible
+  fi
+  echo "$count"
+}
 ds2_default_system() {   # CPU without a GPU; else the DGX config of the GPU model
   local first; first=$(ds2_gpu_names | head -n 1)
+  (( $(ds2_gpu_count) > 0 )) || first=""
   case "$first" in
     "") echo CPU ;;
     *H100*|*H200*|*H800*) echo DGXH100 ;;

@@ -26,7 +26,7 @@ SHELL_SCRIPTS = ["run_and_time.sh", "run_with_docker.sh", "run.sub", "scripts/ru
 # Variables a developer's shell might hold that would change what the launchers do.
 LAUNCHER_VARS = ("SYSTEM NPROC NNODES RDZV_ENDPOINT RESULT_INDEX DATASET DATA_DIR TRAIN_SUBSETS EVAL_SUBSETS "
                  "SYNTH_HOURS SYNTH_SEED NEXP SEED SEED_BASE RESULTS_DIR RUNS_DIR CLEAR_CACHES DRY_RUN PYTHON "
-                 "TORCHRUN GLOBAL_BATCH_SIZE IMAGE BUILD GPUS DOCKER_ARGS CONT").split()
+                 "TORCHRUN GLOBAL_BATCH_SIZE IMAGE BUILD GPUS DOCKER_ARGS CONT CUDA_VISIBLE_DEVICES").split()
 
 
 def train_var_names():
@@ -57,7 +57,8 @@ def launch(clean_env, tmp_path):
 
     def run(script="run_and_time.sh", gpus=(), dry=True, **variables):
         lines = "".join(f"echo '{name}'\n" for name in gpus)
-        fake_binary(bin_dir, "nvidia-smi", lines if gpus else "exit 9\n")
+        no_driver = "echo 'NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver'\nexit 9\n"
+        fake_binary(bin_dir, "nvidia-smi", lines if gpus else no_driver)
         env = dict(clean_env, PATH=f"{bin_dir}:{clean_env['PATH']}", RESULTS_DIR=str(tmp_path / "results"),
                    RUNS_DIR=str(tmp_path / "runs"), CLEAR_CACHES="false")
         if dry:
@@ -173,6 +174,12 @@ def test_default_system_follows_the_visible_gpus(launch, gpus, system):
     assert result.returncode == 0, result.stderr
     assert f"--system={system}" in result.stdout
     assert "a real run would stop" not in result.stdout
+
+
+def test_cuda_visible_devices_limits_the_gpus(launch):
+    h100s = ("NVIDIA H100 80GB HBM3",) * 8
+    assert "a real run would stop" in launch(gpus=h100s, CUDA_VISIBLE_DEVICES="0,1").stdout
+    assert "--system=CPU" in launch(gpus=h100s, CUDA_VISIBLE_DEVICES="").stdout
 
 
 def test_too_few_gpus_and_unknown_gpus_are_explained(launch):

@@ -212,7 +212,7 @@ ds2_reserve_result() {   # DIR [OFFSET]
   fi
   [ -w "$dir" ] || ds2_fail "cannot write in $dir"
   for ((n = 1; n < 100000; n++)); do
-    [ -e "$dir/result_$n.txt" ] && continue
+    # The exclusive create is the only test (no separate existence check to race with).
     if (set -o noclobber; : > "$dir/result_$n.txt") 2>/dev/null; then echo "$n"; return 0; fi
   done
   ds2_fail "no free result number in $dir"

@@ -98,10 +98,10 @@ def test_second_run_does_nothing_and_killed_run_resumes(corpus, tmp_path):
     flac.unlink()
     wav = sorted((copy / "wav" / "dev").rglob("*.wav"))[0]
     wav.unlink()
-    wav.with_name(wav.name + ".tmp").write_bytes(b"RIFF")
+    wav.with_name(wav.name + ".12345.tmp").write_bytes(b"RIFF")
     (copy / "train.csv").unlink()
     assert synthetic.build(copy, jobs=2, report=quiet, **TINY)["sha256"] == result["sha256"]
-    assert flac.is_file() and wav.is_file() and not wav.with_name(wav.name + ".tmp").exists()
+    assert flac.is_file() and wav.is_file() and not wav.with_name(wav.name + ".12345.tmp").exists()
 
 
 def test_other_arguments_in_same_dir_are_refused(corpus):

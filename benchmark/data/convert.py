@@ -40,6 +40,7 @@ SAMPLE_RATE = 16000
 AUDIO_SUFFIXES = (".flac", ".wav")
 # sox warnings that describe the conversion, not damaged input.
 _BENIGN_SOX_WARNINGS = re.compile(r"clipped|dither")
+MAX_PRINTED = 50  # problems printed one by one; all of them go to <manifest>.problems.txt
 
 
 class FatalDataError(RuntimeError):
@@ -136,7 +137,8 @@ def scan_tree(source_dir, wav_dir):
 
 def _write_wav(target, pcm):
     """Atomic WAV write; any OSError here is the output side failing, so it is fatal."""
-    tmp = target.with_name(target.name + ".tmp")
+    # The pid keeps two writers apart: a worker orphaned by kill -9 of its parent may still be finishing.
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with wave.open(str(tmp), "wb") as out:
@@ -168,7 +170,7 @@ def convert_file(source, target):
                 if line.strip() and not _BENIGN_SOX_WARNINGS.search(line)]
     if result.returncode != 0 or messages:
         kind = "corrupt audio" if result.stdout else "unreadable audio"
-        detail = "; ".join(m.replace(str(source), "").strip() for m in messages) or f"sox exit {result.returncode}"
+        detail = "; ".join(m.replace(f"`{source}'", "").replace(str(source), "").strip() for m in messages) or f"sox exit {result.returncode}"
         return 0, Problem(str(source), kind, detail), False
     frames = len(result.stdout) // 2
     if frames == 0:
@@ -193,7 +195,7 @@ def _remove_stale_temporaries(wav_dir):
     """Temporary WAVs of a run that was killed mid-write; their files get converted again."""
     for folder, _, files in os.walk(wav_dir):
         for name in files:
-            if name.endswith(".wav.tmp"):
+            if name.endswith(".tmp") and ".wav." in name:
                 os.unlink(os.path.join(folder, name))
 
 
@@ -214,6 +216,8 @@ def prepare_subset(source_dir, wav_dir, csv_path, jobs=None, desc="convert", rep
             sizes[index] = item.target.stat().st_size
         else:
             todo.append((index, item))
+    for problem in problems[:MAX_PRINTED]:
+        report(f"{desc}: {problem}")
     normalized = []
     jobs = jobs or os.cpu_count()
     with tqdm(total=len(todo), desc=desc, unit="file", mininterval=1.0, disable=not todo) as progress:
@@ -227,12 +231,14 @@ def prepare_subset(source_dir, wav_dir, csv_path, jobs=None, desc="convert", rep
                         normalized.append(note)
                 else:
                     problems.append(note)
-                    progress.write(f"{desc}: {note}")
+                    if len(problems) <= MAX_PRINTED:
+                        progress.write(f"{desc}: {note}")
                 progress.update()
         finally:
             if pool:
-                pool.terminate()
+                pool.terminate()  # on a fatal error: stop the other workers now...
                 pool.join()
+            _remove_stale_temporaries(wav_dir)  # ...and remove what they were half-way writing
     problems.sort(key=str)
     utterances = [Utterance(item.target, size, item.transcript)
                   for item, size in zip(items, sizes) if size is not None]

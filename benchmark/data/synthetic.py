@@ -154,7 +154,7 @@ def synthesize(utterance, data_dir):
     if target.is_file():
         return None
     speaker = utterance.speaker
-    tmp = target.with_name(target.name + ".tmp")
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")  # pid: see convert._write_wav
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         speech = subprocess.run(["espeak-ng", "-v", f"{speaker.voice}+{speaker.variant}", "-p", str(speaker.pitch),
@@ -183,7 +183,7 @@ def synthesize_all(plan, data_dir, jobs):
     """Synthesize every missing FLAC in parallel. Returns (seconds of audio made, wall seconds)."""
     todo = [(u, data_dir) for subset in SUBSETS for u in plan[subset] if not u.flac_path(data_dir).is_file()]
     for subset in SUBSETS:  # temporaries of a killed run
-        for tmp in (Path(data_dir) / subset).glob("*/*/*.flac.tmp"):
+        for tmp in (Path(data_dir) / subset).glob("*/*/*.flac.*.tmp"):
             tmp.unlink()
     start, made = time.perf_counter(), 0.0
     if todo:

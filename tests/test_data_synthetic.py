@@ -164,3 +164,11 @@ def test_fortunes_give_thousands_of_unique_sentences():
     transcripts = [t for _, t in sentences]
     assert len(transcripts) > 10_000 and len(set(transcripts)) == len(transcripts)
     assert all(prose.MIN_WORDS <= len(t.split()) <= prose.MAX_WORDS and not invalid_chars(t) for t in transcripts)
+
+
+def test_throughput_benchmark_prints_both_figures():
+    process = subprocess.run([sys.executable, "benchmarks/data_throughput.py", "--hours", "0.003", "--jobs", "2"],
+                             cwd=REPO, capture_output=True, text=True)
+    assert process.returncode == 0, process.stderr
+    figures = re.findall(r"([\d.]+) audio-hours per minute", process.stdout)
+    assert len(figures) == 2 and all(float(f) > 0 for f in figures), process.stdout

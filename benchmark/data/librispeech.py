@@ -101,9 +101,13 @@ def prepare(data_dir, subsets=DEFAULT_SUBSETS, mirror=DEFAULT_MIRROR, jobs=None,
     return summaries
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults after each flag, and the module docstring kept as written below them."""
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmark.data.librispeech", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 2)[2], formatter_class=_HelpFormatter)
     parser.add_argument("--data_dir", type=Path, default=DEFAULT_DATA_DIR,
                         help="folder for archives/, LibriSpeech/ (FLAC), wav/ and the <subset>.csv manifests")
     parser.add_argument("--subsets", default=",".join(DEFAULT_SUBSETS),

@@ -282,9 +282,13 @@ def build(data_dir, hours=12.0, eval_hours=0.5, speakers=40, seed=1, jobs=None, 
     return result
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults after each flag, and the module docstring kept as written below them."""
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmark.data.synthetic", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 2)[2], formatter_class=_HelpFormatter)
     parser.add_argument("--data_dir", required=True, type=Path,
                         help="folder for the corpus: FLAC tree, wav/, train.csv, dev.csv, test.csv, fingerprint.json")
     parser.add_argument("--hours", type=float, default=12.0, help="hours of train audio (approximate, within a few %%)")

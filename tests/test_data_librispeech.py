@@ -35,6 +35,7 @@ class ArchiveServer(http.server.ThreadingHTTPServer):
     def __init__(self, files):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.files, self.cut_once, self.chunk_delay, self.requests = dict(files), set(), 0.0, []
+        self.ignore_range = False
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
 
@@ -55,7 +56,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(404)
             return
         body, start = server.files[name], 0
-        if self.headers.get("Range"):
+        if self.headers.get("Range") and not server.ignore_range:
             start = int(self.headers["Range"].split("=")[1].split("-")[0])
             if start >= len(body):
                 self.send_error(416)
@@ -165,6 +166,22 @@ def test_transfer_cut_in_the_middle_resumes_with_range(tarball, server, tmp_path
     assert [r for _, r in server.requests] == [None, f"bytes={len(tarball) // 2}-"]
     assert len(summaries[SUBSET].utterances) == len(list((tmp_path / "data" / "LibriSpeech").rglob("*.flac")))
     assert (tmp_path / "data" / "archives" / f"{SUBSET}.tar.gz").read_bytes() == tarball
+
+
+def test_server_without_range_support_restarts_from_zero(tarball, server, tmp_path):
+    table = write_table(tmp_path / "table.csv", f"{SUBSET}.tar.gz", tarball)
+    server.cut_once.add(f"{SUBSET}.tar.gz")
+    server.ignore_range = True
+    librispeech.prepare(tmp_path / "data", [SUBSET], server.url, jobs=2,
+                        archives=librispeech.read_archive_table(table), report=quiet)
+    assert len(server.requests) == 2
+    assert (tmp_path / "data" / "archives" / f"{SUBSET}.tar.gz").read_bytes() == tarball
+
+
+def test_missing_file_on_the_mirror_is_a_clear_error(tarball, server, tmp_path):
+    table = write_table(tmp_path / "table.csv", "no-such.tar.gz", tarball)
+    code, output = finish(run_cli(tmp_path / "data", server, table))
+    assert code == 1 and "no-such.tar.gz: HTTP 404" in output
 
 
 def test_wrong_checksum_is_refused_and_nothing_extracted(tarball, server, tmp_path):

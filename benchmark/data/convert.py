@@ -270,5 +270,6 @@ def format_summary(csv_path, summary):
         listed = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
         text += f"\n  left out {sum(counts.values())} files: {listed} (see {csv_path.stem}.problems.txt)"
     if summary.normalized:
-        text += f"\n  normalized {len(summary.normalized)} files from another rate/channel count/sample width"
+        text += (f"\n  normalized {len(summary.normalized)} files from another rate/channel count/sample width "
+                 "(converted in this run; kept in the manifest)")
     return text

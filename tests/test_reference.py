@@ -1,7 +1,9 @@
 """The reference (reference/) and the benchmark (benchmark/) compute the same thing: features on real
 espeak-ng audio, model outputs, loss and gradients on the same weights and batch, optimizer steps, batch
 order, decoding and WER; and `python -m reference.train` runs an epoch and writes a compliant MLPerf log."""
+import importlib.util
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -29,6 +31,7 @@ from reference.model import DeepSpeech2 as ReferenceModel
 from reference.optim import learning_rate_factor, make_optimizer, set_learning_rate
 from reference.train import Training
 
+REPO = Path(__file__).resolve().parent.parent
 FEATURE_KINDS = [("spectrogram", 80), ("logmel", 80), ("logmel", 40)]
 MODELS = [dict(rnn_type="lstm", time_stride=2), dict(rnn_type="gru", time_stride=4)]
 
@@ -303,3 +306,51 @@ def test_reference_bad_flags_fail_naming_them(flag, value, capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_config(["--train_data_dir", "a.csv", "--eval_data_dir", "b.csv", flag, value])
     assert exit_info.value.code == 2 and flag in capsys.readouterr().err
+
+
+TINY_RECIPE = ["--n_mels", "40", "--rnn_hidden_size", "32", "--rnn_layers", "2", "--conv_channels", "4",
+               "--batch_size", "4", "--eval_batch_size", "8", "--num_workers", "1", "--log_every", "0"]
+
+
+@pytest.fixture(scope="module")
+def compare_reference():
+    spec = importlib.util.spec_from_file_location("compare_reference", REPO / "benchmarks" / "compare_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_recipes_give_the_reference_its_flags_only(compare_reference):
+    bench_argv, ref_argv, bench_only = compare_reference.build_recipes(["--batch_size", "8", "--data_backend=torch"])
+    assert "--batch_size=8" in bench_argv and "--batch_size=32" not in bench_argv and "--batch_size=8" in ref_argv
+    assert bench_only == {"amp": "bf16", "data_backend": "torch"}
+    assert not any(flag.startswith(("--amp", "--data_backend")) for flag in ref_argv)
+
+
+def test_compare_throughput_prints_both_rates_phases_and_ratio(compare_reference, tiny_corpus, capsys):
+    assert compare_reference.main(["--steps", "2", "--warmup_steps", "1", "--train_data_dir",
+                                   str(tiny_corpus / "train.csv"), "--eval_data_dir", str(tiny_corpus / "dev.csv"),
+                                   *TINY_RECIPE]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()
+            if line.startswith(("reference ", "benchmark "))}
+    assert set(rows) == {"reference", "benchmark"}
+    for name, row in rows.items():
+        utt_per_s, audio_per_s = float(row[1]), float(row[2])
+        assert utt_per_s > 0 and audio_per_s > utt_per_s   # espeak-ng sentences last over a second
+    ratio = float(out.split("ratio benchmark/reference: ")[1].split("x")[0])
+    assert ratio == pytest.approx(float(rows["benchmark"][1]) / float(rows["reference"][1]), rel=0.02)
+    assert "benchmark-only flags" in out and "--amp bf16" in out and "2 timed steps of 4 utterances" in out
+
+
+def test_compare_time_to_target_runs_both_trainers(compare_reference, tiny_corpus, tmp_path, capsys):
+    assert compare_reference.main(["--time_to_target", "--output_dir", str(tmp_path), "--train_data_dir",
+                                   str(tiny_corpus / "train.csv"), "--eval_data_dir", str(tiny_corpus / "dev.csv"),
+                                   *TINY_RECIPE, "--max_epochs", "1", "--target_wer", "0.01", "--num_threads", "1"]) == 0
+    out = capsys.readouterr().out
+    logs = sorted(p.name for p in tmp_path.glob("*/*_mlperf_log.txt"))
+    assert logs == ["benchmark_mlperf_log.txt", "reference_mlperf_log.txt"]
+    for name in ("reference", "benchmark"):
+        row = next(line.split() for line in out.splitlines() if line.startswith(name + " "))
+        assert row[2] == "aborted" and row[3] == "1" and float(row[1].rstrip("s")) > 0
+    assert "not both reached the target" in out

@@ -1,0 +1,362 @@
+"""The benchmark against the reference on the same machine, data and recipe, in one job: training throughput,
+time-to-target, and where each one's step time goes.
+
+Usage:
+  # throughput: 3 warm-up + 30 timed training steps each, on the same batches (a few minutes on 2 cores)
+  nice -n 10 python benchmarks/compare_reference.py [--steps 30] [--warmup_steps 3] [--repeats 1] [RECIPE FLAGS]
+  # add the 12 busiest operators of each (torch.profiler) over 5 more steps
+  nice -n 10 python benchmarks/compare_reference.py --torch_profiler 5
+  # time-to-target: `python -m benchmark.train` then `python -m reference.train`, each until the target
+  nice -n 10 python benchmarks/compare_reference.py --time_to_target [--output_dir runs/compare] [RECIPE FLAGS]
+
+RECIPE FLAGS are benchmark.train flags (`python -m benchmark.train --help`). They go after the CPU recipe
+below (data/synthetic/{train,dev}.csv, log-mel 80, 3 x 256 bidirectional GRU, 16 conv channels, time
+stride 4, batch 32, AdamW 3e-3, bf16 autocast), so each one given overrides it. The reference gets every
+flag it has (`python -m reference.train --help`); the others (--amp, --data_backend, ...) are the
+benchmark's optimizations and are listed as such. Both start from the same weights (same seed).
+
+Throughput mode: both implementations train on the same batches (the sampler's shuffled epoch-2 order:
+a representative mix of lengths), each in this process with its own loader, model and optimizer; the
+benchmark's step is benchmark.train's (autocast, CTC in fp32, GradScaler, clipping, finiteness check,
+scheduler), the reference's is reference.train's. Timed phases: data (waiting for the next batch; the
+DataLoader workers featurize in parallel), forward (model and CTC loss), backward, optimizer (clipping,
+finiteness check, step, schedule). Prints utterances/s and seconds of audio per second for each, and the
+ratio benchmark/reference. On a shared machine, neighbours change the figures: the load average is
+printed, and --repeats alternates the two implementations and keeps each one's best repeat.
+
+Time-to-target mode runs the two real entry points one after the other with their MLPerf logs in
+--output_dir and prints each one's run_start -> run_stop time, status, epochs, final WER and mean epoch
+throughput, and the ratios.
+"""
+import argparse
+import contextlib
+import json
+import os
+from pathlib import Path
+import platform
+import subprocess
+import sys
+import time
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # as scripts/threads.sh: sleeping OpenMP threads
+
+import torch  # noqa: E402
+
+from benchmark import config as bench_config_module  # noqa: E402
+from benchmark.data.loaders import make_loader as bench_make_loader  # noqa: E402
+from benchmark.data.manifest import filter_by_duration, read_manifests  # noqa: E402
+from benchmark.data.sampler import TrainBatchSampler  # noqa: E402
+from benchmark.features import FeatureSpec  # noqa: E402
+from benchmark.model import DeepSpeech2 as BenchmarkModel  # noqa: E402
+from benchmark.optim import build_optimizer, build_scheduler  # noqa: E402
+from benchmark.train import ctc_loss  # noqa: E402
+from reference import config as ref_config_module  # noqa: E402
+from reference import features as ref_features  # noqa: E402
+from reference.data import SpeechDataset, make_loader as ref_make_loader  # noqa: E402
+from reference.train import Training  # noqa: E402
+
+CPU_RECIPE = ["--train_data_dir", str(ROOT / "data/synthetic/train.csv"),
+              "--eval_data_dir", str(ROOT / "data/synthetic/dev.csv"),
+              "--features", "logmel", "--n_mels", "80", "--rnn_type", "gru", "--rnn_hidden_size", "256",
+              "--rnn_layers", "3", "--conv_channels", "16", "--time_stride", "4", "--batch_size", "32",
+              "--learning_rate", "3e-3", "--amp", "bf16"]
+PHASES = ("data", "forward", "backward", "optimizer")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults after each flag, and the module docstring as written."""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter,
+                                     epilog="Unknown flags are recipe flags for both trainers (see above).")
+    parser.add_argument("--steps", type=int, default=30, help="timed training steps per implementation")
+    parser.add_argument("--warmup_steps", type=int, default=3, help="untimed steps first (allocations, oneDNN "
+                        "primitives, DataLoader start-up)")
+    parser.add_argument("--repeats", type=int, default=1, help="alternate reference and benchmark this many "
+                        "times; each one's best repeat is reported")
+    parser.add_argument("--torch_profiler", type=int, default=0, metavar="STEPS",
+                        help="profile this many extra steps of each and print its busiest operators (0: off)")
+    parser.add_argument("--time_to_target", action="store_true",
+                        help="run both real trainers to the target instead of the throughput steps")
+    parser.add_argument("--output_dir", default="runs/compare_reference",
+                        help="where --time_to_target writes the two MLPerf logs (a new subfolder per call)")
+    args, recipe = parser.parse_known_args(argv)
+    for name in ("steps", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    for name in ("warmup_steps", "torch_profiler"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must not be negative, got {getattr(args, name)}")
+    return args, recipe
+
+
+def split_flags(argv):
+    """['--a', '1', '--b=2'] -> [('a', '1'), ('b', '2')]; every training flag takes one value."""
+    pairs, i = [], 0
+    while i < len(argv):
+        flag = argv[i]
+        if not flag.startswith("--"):
+            raise SystemExit(f"error: expected a --flag, got {flag!r} (recipe flags come as --name value)")
+        if "=" in flag:
+            name, value = flag[2:].split("=", 1)
+            i += 1
+        elif i + 1 < len(argv):
+            name, value = flag[2:], argv[i + 1]
+            i += 2
+        else:
+            raise SystemExit(f"error: {flag} needs a value")
+        pairs.append((name, value))
+    return pairs
+
+
+def build_recipes(recipe_flags):
+    """(benchmark argv, reference argv, benchmark-only flags) for CPU_RECIPE followed by `recipe_flags`."""
+    final = dict(split_flags(CPU_RECIPE + list(recipe_flags)))   # a later value of a flag replaces the earlier
+    known = set(ref_config_module.flag_names())
+    bench_argv = [f"--{n}={v}" for n, v in final.items()]
+    ref_argv = [f"--{n}={v}" for n, v in final.items() if n in known]
+    return bench_argv, ref_argv, {n: v for n, v in final.items() if n not in known}
+
+
+# ---------------------------------------------------------------------------------------------- timing
+class PhaseTimer:
+    """Seconds per phase; on a GPU each phase waits for its kernels so the time lands where it was spent."""
+
+    def __init__(self, device):
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    @contextlib.contextmanager
+    def __call__(self, phase):
+        self.sync()
+        start = time.perf_counter()
+        yield
+        self.sync()
+        self.seconds[phase] += time.perf_counter() - start
+
+
+class BenchmarkSteps:
+    """benchmark.train's training step, built from the benchmark's own modules as Trainer.build does."""
+    name = "benchmark"
+
+    def __init__(self, config, utterances, steps_per_epoch, device):
+        self.config, self.device = config, device
+        spec = FeatureSpec(config.features, config.n_mels)
+        self.loader = bench_make_loader(config, utterances, spec, device, train=True)
+        torch.manual_seed(config.seed)
+        self.model = BenchmarkModel(spec.num_features, conv_channels=config.conv_channels,
+                                    time_stride=config.time_stride, rnn_type=config.rnn_type,
+                                    rnn_hidden_size=config.rnn_hidden_size, rnn_layers=config.rnn_layers).to(device)
+        self.optimizer = build_optimizer(config, self.model)
+        self.scheduler = build_scheduler(config, self.optimizer,
+                                         steps_per_epoch * (config.schedule_epochs or config.max_epochs))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+        self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.amp]
+        self.model.train()
+
+    def batches(self, index_batches):
+        return iter(self.loader.batches(index_batches))
+
+    @staticmethod
+    def size(batch):
+        return batch.features.shape[0]
+
+    def forward(self, batch):
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            logits, output_lengths = self.model(batch.features, batch.feature_lengths)
+        return ctc_loss(logits, output_lengths, batch)
+
+    def backward(self, loss):
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+
+    def optimizer_step(self, loss):
+        self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip_norm or float("inf"))
+        loss_ok, grads_ok = torch.stack([torch.isfinite(loss), torch.isfinite(norm)]).tolist()
+        if loss_ok and grads_ok:
+            self.scaler.step(self.optimizer)
+            loss.item()
+        self.scaler.update()
+        self.scheduler.step()
+
+
+class ReferenceSteps:
+    """reference.train's training step: Training.loss -> backward -> optimizer_step."""
+    name = "reference"
+
+    def __init__(self, config, utterances, steps_per_epoch, device):
+        self.config, self.utterances = config, utterances
+        self.training = Training(config, ref_features.num_features(config.features, config.n_mels),
+                                 steps_per_epoch, device)
+        self.training.model.train()
+        self.forward, self.backward = self.training.loss, self.training.backward
+
+    def batches(self, index_batches):
+        dataset = SpeechDataset(self.utterances, self.config.features, self.config.n_mels)
+        return iter(ref_make_loader(dataset, index_batches, self.config.workers()))
+
+    @staticmethod
+    def size(batch):
+        return batch[0].shape[0]
+
+    def optimizer_step(self, loss):
+        if self.training.optimizer_step(loss.detach()):
+            loss.item()
+
+
+def timed_steps(runner, index_batches, warmup, device):
+    """Run warm-up then timed steps on `index_batches`; returns (seconds, per-phase seconds, utterances)."""
+    batches = runner.batches(index_batches)
+    for _ in range(warmup):
+        batch = next(batches)
+        loss = runner.forward(batch)
+        runner.backward(loss)
+        runner.optimizer_step(loss)
+    timer, utterances = PhaseTimer(device), 0
+    start = time.perf_counter()
+    for _ in range(len(index_batches) - warmup):
+        with timer("data"):
+            batch = next(batches)
+        with timer("forward"):
+            loss = runner.forward(batch)
+        with timer("backward"):
+            runner.backward(loss)
+        with timer("optimizer"):
+            runner.optimizer_step(loss)
+        utterances += runner.size(batch)
+    return time.perf_counter() - start, timer.seconds, utterances
+
+
+def profile_table(runner, index_batches, rows=12):
+    batches = runner.batches(index_batches)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        for _ in index_batches:
+            batch = next(batches)
+            loss = runner.forward(batch)
+            runner.backward(loss)
+            runner.optimizer_step(loss)
+    return profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48)
+
+
+def machine_line(device):
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return (f"machine: {os.cpu_count()} cores, {name}, torch {torch.__version__}, device {device}, "
+            f"{torch.get_num_threads()} threads; load average (1, 5, 15 min): {load}")
+
+
+def throughput(args, bench_argv, ref_argv):
+    bench_config = bench_config_module.parse_config(bench_argv)
+    ref_config = ref_config_module.parse_config(ref_argv)
+    device = torch.device("cuda", 0) if torch.cuda.is_available() and bench_config.num_gpus != 0 \
+        else torch.device("cpu")
+    torch.set_num_threads(bench_config.num_threads or os.cpu_count() or 1)
+    utterances = read_manifests(bench_config.train_data_dir)
+    if bench_config.max_duration:
+        utterances = filter_by_duration(utterances, bench_config.max_duration)
+    sampler = TrainBatchSampler([u.duration for u in utterances], bench_config.batch_size, seed=bench_config.seed)
+    total = args.warmup_steps + args.steps
+    index_batches = sampler.epoch_batches(2)[:total]
+    if len(index_batches) < total:
+        raise SystemExit(f"error: {len(utterances)} utterances make {len(index_batches)} batches, fewer than "
+                         f"--warmup_steps + --steps = {total}")
+    audio_seconds = sum(utterances[i].duration for b in index_batches[args.warmup_steps:] for i in b)
+    print(machine_line(device), flush=True)
+    print(f"data: {bench_config.train_data_dir}, {args.steps} timed steps of {bench_config.batch_size} utterances "
+          f"({audio_seconds:.0f} s of audio) after {args.warmup_steps} warm-up steps", flush=True)
+    best = {}
+    for repeat in range(args.repeats):
+        for cls, config in ((ReferenceSteps, ref_config), (BenchmarkSteps, bench_config)):
+            runner = cls(config, utterances, len(sampler), device)
+            seconds, phases, count = timed_steps(runner, index_batches, args.warmup_steps, device)
+            print(f"  repeat {repeat + 1} {cls.name}: {seconds:.1f} s, {count / seconds:.2f} utt/s", flush=True)
+            if cls.name not in best or seconds < best[cls.name][0]:
+                best[cls.name] = (seconds, phases, count)
+            if args.torch_profiler and repeat == args.repeats - 1:
+                extra = sampler.epoch_batches(3)[:args.torch_profiler]
+                print(f"\n{cls.name}: busiest operators over {len(extra)} steps (torch.profiler, self CPU time)")
+                print(profile_table(runner, extra), flush=True)
+            del runner
+    print_throughput(best, args.steps, audio_seconds)
+    print(machine_line(device).split("; ")[1], "(at the end)")
+
+
+def print_throughput(best, steps, audio_seconds):
+    print(f"\n{'':10} {'utt/s':>7} {'audio s/s':>9} {'s/step':>7} " + " ".join(f"{p:>12}" for p in PHASES)
+          + f" {'other':>7}")
+    rates = {}
+    for name in ("reference", "benchmark"):
+        seconds, phases, count = best[name]
+        rates[name] = (count / seconds, audio_seconds / seconds)
+        shares = " ".join(f"{phases[p]:6.1f}s {100 * phases[p] / seconds:3.0f}%" for p in PHASES)
+        print(f"{name:10} {rates[name][0]:7.2f} {rates[name][1]:9.1f} {seconds / steps:7.3f} {shares} "
+              f"{seconds - sum(phases.values()):6.2f}s")
+    print(f"ratio benchmark/reference: {rates['benchmark'][0] / rates['reference'][0]:.2f}x utterances/s, "
+          f"{rates['benchmark'][1] / rates['reference'][1]:.2f}x audio seconds/s")
+
+
+# ------------------------------------------------------------------------------------------ to target
+def read_events(path):
+    return [json.loads(line.split(":::MLLOG ", 1)[1]) for line in open(path) if ":::MLLOG " in line]
+
+
+def summarize_run(path):
+    events = read_events(path)
+    first = {}
+    for e in events:
+        first.setdefault(e["key"], e)
+    starts = {e["metadata"]["epoch_num"]: e["time_ms"] for e in events if e["key"] == "epoch_start"}
+    stops = {e["metadata"]["epoch_num"]: e["time_ms"] for e in events if e["key"] == "epoch_stop"}
+    epoch_seconds = sum((stops[n] - starts[n]) / 1000 for n in stops if n in starts)
+    wers = [e["value"] for e in events if e["key"] == "eval_accuracy"]
+    if "run_start" not in first or "run_stop" not in first:
+        return {"status": "no run_stop (crashed?)", "seconds": float("nan"), "epochs": len(wers),
+                "wer": wers[-1] if wers else float("nan"), "utt_per_s": float("nan")}
+    return {"status": first["run_stop"]["metadata"].get("status"), "epochs": len(wers),
+            "seconds": (first["run_stop"]["time_ms"] - first["run_start"]["time_ms"]) / 1000,
+            "wer": wers[-1] if wers else float("nan"),
+            "utt_per_s": first["train_samples"]["value"] * len(stops) / epoch_seconds if epoch_seconds else float("nan")}
+
+
+def time_to_target(args, bench_argv, ref_argv):
+    out = Path(args.output_dir) / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=False)
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    runs = {}
+    for name, module, argv in (("reference", "reference.train", ref_argv), ("benchmark", "benchmark.train", bench_argv)):
+        log_file = out / f"{name}_mlperf_log.txt"
+        command = [sys.executable, "-m", module, *argv, f"--log_file={log_file}", f"--output_dir={out / name}"]
+        print(f"\n$ {' '.join(command)}", flush=True)
+        done = subprocess.run(command, env=env)
+        if not log_file.exists():
+            raise SystemExit(f"error: {module} exited with status {done.returncode} and wrote no log")
+        runs[name] = summarize_run(log_file)
+        print(f"{name}: exit status {done.returncode}, log {log_file}", flush=True)
+    print(f"\n{'':10} {'time to target':>14} {'status':>8} {'epochs':>6} {'final WER':>9} {'epoch utt/s':>11}")
+    for name, r in runs.items():
+        print(f"{name:10} {r['seconds']:13.1f}s {r['status']:>8} {r['epochs']:6d} {r['wer']:9.4f} {r['utt_per_s']:11.2f}")
+    ref, bench = runs["reference"], runs["benchmark"]
+    both = ref["status"] == bench["status"] == "success"
+    print(f"ratio benchmark/reference: time to target {bench['seconds'] / ref['seconds']:.2f}"
+          f"{'' if both else ' (not both reached the target: run lengths, not times to target)'}, "
+          f"epoch throughput {bench['utt_per_s'] / ref['utt_per_s']:.2f}x")
+
+
+def main(argv=None):
+    args, recipe = parse_args(argv)
+    bench_argv, ref_argv, bench_only = build_recipes(recipe)
+    print("recipe (benchmark): " + " ".join(bench_argv))
+    print("benchmark-only flags (the reference is float32 with the torch DataLoader): "
+          + (", ".join(f"--{n} {v}" for n, v in bench_only.items()) or "none"), flush=True)
+    (time_to_target if args.time_to_target else throughput)(args, bench_argv, ref_argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,11 +8,14 @@ Each backend reads, decodes, featurizes and pads the same duration-sorted batche
 them) and the batches are consumed as the training loop would (on the training device). The torch
 DataLoader gets `--workers` worker processes, DALI `--workers` threads; each pass is timed after one
 warm-up pass (files in the page cache, pipelines built), and the best of `--repeats` passes is reported.
-dali_gpu runs when CUDA is available. Prints a table and each backend's ratio to the torch DataLoader.
+dali_gpu runs when CUDA is available. Prints a table and each backend's ratio to the torch DataLoader, and
+the CPU seconds each backend spends per minute of audio (a cost that neighbours on a shared machine do not
+distort as much as wall time).
 Run it nice'd on shared machines: `nice -n 10 ...`.
 """
 import argparse
 import os
+import resource
 from pathlib import Path
 import sys
 import time
@@ -68,27 +71,34 @@ def make(backend, utterances, spec, workers):
     return DaliLoader(utterances, spec, device, num_threads=workers, on_gpu=backend == "dali_gpu")
 
 
+def cpu_seconds():
+    """User + system CPU time of this process and its reaped children (DataLoader workers exit per pass)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def one_pass(loader, batches):
-    """Seconds to produce every batch on its device (synchronized, so GPU work is counted)."""
-    start = time.perf_counter()
+    """(wall seconds, CPU seconds, frames) to produce every batch on its device (GPU work synchronized)."""
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     frames = 0
     for batch in loader.batches(batches):
         frames += int(batch.feature_lengths.sum())
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return time.perf_counter() - start, frames
+    return time.perf_counter() - start, cpu_seconds() - cpu_start, frames
 
 
 def measure(backend, utterances, spec, workers, batches, repeats):
     loader = make(backend, utterances, spec, workers)
-    _, frames = one_pass(loader, batches)   # warm-up: page cache, worker start-up, pipeline build
-    times = []
+    _, _, frames = one_pass(loader, batches)   # warm-up: page cache, worker start-up, pipeline build
+    passes = []
     for _ in range(repeats):
-        seconds, again = one_pass(loader, batches)
+        seconds, cpu, again = one_pass(loader, batches)
         if again != frames:
             raise RuntimeError(f"{backend}: {again} frames in a pass after {frames} in the warm-up")
-        times.append(seconds)
-    return min(times), frames
+        passes.append((seconds, cpu))
+    seconds, cpu = min(passes)
+    return seconds, cpu, frames
 
 
 def main(argv=None):
@@ -112,14 +122,15 @@ def main(argv=None):
           f"{os.cpu_count()} CPUs, best of {args.repeats}")
     results = {}
     for backend in wanted:
-        seconds, frames = measure(backend, utterances, spec, args.workers, batches, args.repeats)
-        results[backend] = (seconds, frames)
+        results[backend] = measure(backend, utterances, spec, args.workers, batches, args.repeats)
     base = results.get("torch", (None,))[0]
-    print(f"\n{'backend':<10} {'workers':>7} {'seconds':>8} {'audio s/s':>10} {'frames/s':>10} {'vs torch':>9}")
-    for backend, (seconds, frames) in results.items():
+    # CPU s per audio min: what featurizing costs in cores, robust to neighbours on a shared machine.
+    print(f"\n{'backend':<10} {'workers':>7} {'seconds':>8} {'audio s/s':>10} {'frames/s':>10} "
+          f"{'CPU s/audio min':>16} {'vs torch':>9}")
+    for backend, (seconds, cpu, frames) in results.items():
         ratio = f"{base / seconds:8.2f}x" if base else "      n/a"
         print(f"{backend:<10} {args.workers:>7} {seconds:8.3f} {audio_seconds / seconds:10.0f} "
-              f"{frames / seconds:10.0f} {ratio:>9}")
+              f"{frames / seconds:10.0f} {60 * cpu / audio_seconds:16.3f} {ratio:>9}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 Skipped (with the reason) where NVIDIA DALI is not installed; the GPU case also needs CUDA.
 """
+import importlib.util
+from pathlib import Path
 import subprocess
 
 import numpy as np
@@ -134,3 +136,24 @@ def test_dali_gpu_matches_dali_cpu(corpus, spec):
         assert torch.equal(g.feature_lengths.cpu(), c.feature_lengths)
         assert np.abs(g.features.cpu().numpy() - c.features.numpy()).max() <= 1e-3
         assert_batch_matches(g.to("cpu"), indices, corpus, spec)
+
+
+def load_script(name):
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_scripts_run_on_real_files(tiny_corpus, capsys):
+    manifest = str(tiny_corpus / "train.csv")
+    load_script("featurize_throughput").main(["--manifest", manifest, "--repeats", "1", "--batch_size", "8",
+                                              "--features", "logmel", "--backends", "torch,dali_cpu"])
+    table = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in table.splitlines() if line.startswith(("torch ", "dali_cpu "))}
+    assert set(rows) == {"torch", "dali_cpu"} and rows["torch"][-1] == "1.00x"
+    status = load_script("gpu_dali_check").main(["--manifest", manifest, "--repeats", "1", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert status == 0 and "ALL CHECKS PASSED" in out
+    assert ("GPU part SKIPPED" in out) != torch.cuda.is_available()

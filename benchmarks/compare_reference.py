@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # as scripts/threads.sh: sleeping OpenMP threads
 
 import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from benchmark import config as bench_config_module  # noqa: E402
 from benchmark.data.loaders import make_loader as bench_make_loader  # noqa: E402
@@ -219,7 +220,7 @@ def timed_steps(runner, index_batches, warmup, device):
         runner.optimizer_step(loss)
     timer, utterances = PhaseTimer(device), 0
     start = time.perf_counter()
-    for _ in range(len(index_batches) - warmup):
+    for _ in tqdm(range(len(index_batches) - warmup), desc=f"{runner.name} timed steps", leave=False):
         with timer("data"):
             batch = next(batches)
         with timer("forward"):

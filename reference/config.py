@@ -46,7 +46,7 @@ class ReferenceConfig:
     target_wer: float = _f(0.23, "stop with status success once the evaluation WER is at most this fraction")
     max_epochs: int = _f(50, "stop with status aborted after this many epochs without reaching the target")
     seed: int = _f(1, "random seed")
-    num_gpus: int = _f(0, "0: train on the CPU; -1 or more: on the first GPU when there is one")
+    num_gpus: int = _f(-1, "0: train on the CPU; -1 or more: on the first GPU when there is one (one process)")
     num_threads: int = _f(0, "torch intra-op threads (0: all cores)")
     max_nonfinite_steps: int = _f(10, "abort after this many consecutive steps with non-finite loss or gradients")
     # Files

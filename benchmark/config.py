@@ -26,6 +26,8 @@ class TrainConfig:
     data_backend: str = _f("auto", "audio pipeline: DALI on GPU/CPU or the PyTorch DataLoader; auto = fastest available",
                            ["auto", "dali_gpu", "dali_cpu", "torch"])
     num_workers: int = _f(-1, "data loading worker processes/threads per rank (-1: one per spare core)")
+    speed_perturbation: str = _f("", "play each training utterance at a speed drawn from LOW,HIGH (e.g. 0.9,1.1) by "
+                                 "resampling at decode time; DALI backends only; empty: off")
     # Model
     rnn_type: str = _f("lstm", "recurrent cell of the bidirectional stack", ["lstm", "gru"])
     rnn_hidden_size: int = _f(800, "hidden units per direction in each recurrent layer")
@@ -55,16 +57,32 @@ class TrainConfig:
     num_gpus: int = _f(-1, "GPUs per node: -1 all visible, 0 CPU only")
     num_threads: int = _f(0, "torch intra-op threads per process (0: cores / local processes)")
     max_nonfinite_steps: int = _f(10, "abort after this many consecutive steps with non-finite loss or gradients")
+    dist_timeout: int = _f(600, "seconds a distributed collective waits for a missing rank before the run fails")
     # Files
     model_dir: str = _f("", "checkpoint folder (empty: no checkpoints)")
     output_dir: str = _f("runs/latest", "folder for the run's files (MLPerf log unless --log_file)")
     log_file: str = _f("", "MLPerf log path (default: OUTPUT_DIR/mlperf_log.txt)")
     resume: bool = _f(False, "continue from the latest checkpoint in --model_dir (fresh start when none)")
+    eval_only: bool = _f(False, "only evaluate the latest checkpoint in --model_dir on --eval_data_dir, print "
+                         "its WER as a JSON line and exit (no MLPerf log)")
     system: str = _f("CPU", "system name written as submission_platform")
     log_every: int = _f(50, "print training progress every N steps (0: never)")
 
     def resolved_log_file(self):
         return self.log_file or os.path.join(self.output_dir, "mlperf_log.txt")
+
+    def speed_range(self):
+        """--speed_perturbation as (low, high), or None when off. Raises ValueError naming the flag."""
+        if not self.speed_perturbation:
+            return None
+        try:
+            low, high = (float(v) for v in self.speed_perturbation.split(","))
+        except ValueError:
+            raise ValueError(f"--speed_perturbation: expected LOW,HIGH such as 0.9,1.1, "
+                             f"got {self.speed_perturbation!r}") from None
+        if not 0 < low <= high:
+            raise ValueError(f"--speed_perturbation: need 0 < LOW <= HIGH, got {self.speed_perturbation!r}")
+        return low, high
 
     def validate(self):
         """Raise ValueError naming the flag for values no run can use; manifests are checked by the loader."""
@@ -89,6 +107,7 @@ class TrainConfig:
                 bad(name, f"must not be negative, got {getattr(self, name)}")
         if self.num_gpus < -1:
             bad("num_gpus", f"must be -1 (all), 0 (CPU) or a count, got {self.num_gpus}")
+        self.speed_range()
         if self.resume and not self.model_dir:
             bad("resume", "needs --model_dir")
         return self

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from benchmark.config import TrainConfig
+from benchmark.config import TrainConfig, parse_config
 from benchmark.data.loaders import dali_available, make_loader, resolve_backend
 from benchmark.data.manifest import read_manifest
 from benchmark.data.torch_loader import load_audio
@@ -53,10 +53,34 @@ def test_backend_gives_the_batch_contract_in_the_given_order(tiny_corpus, backen
 
 @needs_dali
 @pytest.mark.dali
-def test_auto_prefers_dali_when_installed():
-    assert resolve_backend("auto", torch.device("cpu")) == "dali_cpu"
+def test_auto_picks_the_fastest_backend_and_dali_gpu_needs_a_gpu():
+    assert resolve_backend("auto", torch.device("cpu")) == "torch"      # see featurize_throughput.py
+    assert resolve_backend("auto", torch.device("cuda")) == "dali_gpu"
+    assert resolve_backend("dali_cpu", torch.device("cpu")) == "dali_cpu"
     with pytest.raises(RuntimeError, match="needs a GPU"):
         resolve_backend("dali_gpu", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("value,message", [("0.9", "LOW,HIGH"), ("1.1,0.9", "LOW <= HIGH"), ("a,b", "LOW,HIGH")])
+def test_bad_speed_perturbation_named(value, message):
+    with pytest.raises(SystemExit):
+        parse_config(["--train_data_dir", "t.csv", "--eval_data_dir", "d.csv", "--speed_perturbation", value])
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(train_data_dir="t.csv", eval_data_dir="d.csv", speed_perturbation=value).validate()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_speed_perturbation_reaches_dali_training_loaders_only(tiny_corpus, backend):
+    utterances = read_manifest(tiny_corpus / "train.csv")
+    config = TrainConfig(data_backend=backend, num_workers=1, speed_perturbation="0.9,1.1")
+    spec = FeatureSpec("logmel", 40)
+    if backend == "torch":
+        with pytest.raises(RuntimeError, match="needs a DALI backend"):
+            make_loader(config, utterances, spec, torch.device("cpu"), train=True)
+        return
+    train = make_loader(config, utterances, spec, torch.device("cpu"), train=True)
+    evaluation = make_loader(config, utterances, spec, torch.device("cpu"), train=False)
+    assert train.speed_perturbation == (0.9, 1.1) and evaluation.speed_perturbation is None
 
 
 @pytest.mark.dali

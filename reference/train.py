@@ -9,7 +9,8 @@ Usage:
 One process, float32, numpy features in DataLoader workers. The flags and the MLPerf log are
 benchmark.train's (init_start ... run_start, per epoch epoch_start/stop, train_loss, data_wait_seconds,
 eval_start, eval_accuracy, eval_stop, then run_stop with status success or aborted), so the report and
-compliance tools read both. Exit status: 0 success, 3 aborted, 2 bad configuration, 1 error.
+compliance tools read both. A non-empty --log_file is refused (results are never overwritten).
+Exit status: 0 success, 3 aborted, 2 bad configuration, 1 error.
 """
 import math
 import os
@@ -170,7 +171,12 @@ def run(config):
     except ManifestError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    log = MLPerfLogger(config.resolved_log_file())
+    log_file = config.resolved_log_file()
+    if os.path.exists(log_file) and os.path.getsize(log_file):   # a second run would make both logs invalid
+        print(f"error: --log_file {log_file}: already holds a run's log; results are never overwritten",
+              file=sys.stderr)
+        return 2
+    log = MLPerfLogger(log_file)
     log.event(C.CACHE_CLEAR, True)
     log.start(C.INIT_START)
     train_utts, eval_utts, train_loader, eval_loader, training = build(config)

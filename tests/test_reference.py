@@ -29,6 +29,7 @@ from reference.config import ReferenceConfig, parse_config
 from reference.data import SortaGradSampler, SpeechDataset, collate
 from reference.model import DeepSpeech2 as ReferenceModel
 from reference.optim import learning_rate_factor, make_optimizer, set_learning_rate
+from reference import train as reference_train
 from reference.train import Training
 
 REPO = Path(__file__).resolve().parent.parent
@@ -298,6 +299,10 @@ def test_reference_train_one_epoch_logs_every_event(tiny_corpus, tmp_path):
     assert by_key["eval_accuracy"]["value"] >= 0 and by_key["run_stop"]["metadata"]["status"] == "aborted"
     verdict, = check_logs([log_file])
     assert verdict.passed, verdict.reasons
+    before = log_file.read_bytes()
+    again = reference_train.main(["--train_data_dir", str(tiny_corpus / "train.csv"), "--eval_data_dir",
+                                  str(tiny_corpus / "dev.csv"), "--log_file", str(log_file)])
+    assert again == 2 and log_file.read_bytes() == before   # a result is never appended to or overwritten
 
 
 @pytest.mark.parametrize("flag,value", [("--batch_size", "0"), ("--amp", "bf16"), ("--sortagrad", "yes"),

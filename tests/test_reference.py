@@ -28,7 +28,7 @@ from reference import text as ref_text
 from reference.config import ReferenceConfig, parse_config
 from reference.data import SortaGradSampler, SpeechDataset, collate
 from reference.model import DeepSpeech2 as ReferenceModel
-from reference.optim import learning_rate_factor, make_optimizer, set_learning_rate
+from reference.optim import learning_rate_factor
 from reference import train as reference_train
 from reference.train import Training
 

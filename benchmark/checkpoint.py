@@ -56,16 +56,34 @@ def save_checkpoint(model_dir, epoch, state, keep=2):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
+        dir_fd = os.open(model_dir, os.O_RDONLY)   # make the rename itself survive a power cut
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     old = sorted(p for p in model_dir.iterdir() if _NAME.match(p.name))[:-keep]
-    for p in old:
-        p.unlink()
+    # Temporary files of saves that were killed half-way (kill -9, pre-emption) are garbage now.
+    stale = [p for p in model_dir.glob("checkpoint_epoch*.pt.*.tmp")]
+    for p in old + stale:
+        p.unlink(missing_ok=True)
     return target
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read; the message names it."""
 
 
 def load_checkpoint(path, map_location="cpu"):
     # Our own files: they hold optimizer and RNG state objects, so weights_only loading can't read them.
-    return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}: {error}); "
+                              "move it away to resume from the one before") from error
+    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        raise CheckpointError(f"{path}: not a training checkpoint (no model/epoch)")
+    return state

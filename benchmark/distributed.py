@@ -1,4 +1,10 @@
-"""torchrun environment -> process group: nccl on GPU, gloo on CPU; plain single process otherwise."""
+"""torchrun environment -> process group: nccl on GPU, gloo on CPU; plain single process otherwise.
+
+Failure handling: every collective waits at most `timeout_seconds` for a missing peer and then raises
+(gloo) or aborts the process (nccl: PyTorch's watchdog with TORCH_NCCL_ASYNC_ERROR_HANDLING, on by default),
+so a rank that dies can never leave the others waiting forever. On one node torchrun notices the dead
+worker sooner and sends SIGTERM to the rest; the training turns that into run_stop status aborted.
+"""
 from dataclasses import dataclass
 from datetime import timedelta
 import os
@@ -23,13 +29,18 @@ class DistContext:
         return self.world_size > 1
 
 
-def init_distributed(use_cuda, timeout_seconds=300):
-    """Read RANK/WORLD_SIZE/LOCAL_RANK (set by torchrun) and join the process group when world > 1.
+def context_from_environment(environ=os.environ):
+    """RANK/LOCAL_RANK/WORLD_SIZE/LOCAL_WORLD_SIZE as torchrun sets them (a single process without them)."""
+    return DistContext(int(environ.get("RANK", 0)), int(environ.get("LOCAL_RANK", 0)),
+                       int(environ.get("WORLD_SIZE", 1)), int(environ.get("LOCAL_WORLD_SIZE", 1)))
+
+
+def init_distributed(use_cuda, timeout_seconds=600):
+    """Join the process group when torchrun started more than one process.
 
     The timeout bounds how long a collective waits for a dead peer, so a failed rank stops the run.
     """
-    ctx = DistContext(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
-                      int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    ctx = context_from_environment()
     if ctx.distributed and not dist.is_initialized():
         if use_cuda:
             torch.cuda.set_device(ctx.local_rank)
@@ -37,17 +48,42 @@ def init_distributed(use_cuda, timeout_seconds=300):
     return ctx
 
 
+def is_initialized():
+    return dist.is_available() and dist.is_initialized()
+
+
 def barrier():
-    if dist.is_available() and dist.is_initialized():
+    if is_initialized():
         dist.barrier()
 
 
 def all_reduce_sum(tensor):
-    if dist.is_available() and dist.is_initialized():
+    if is_initialized():
         dist.all_reduce(tensor)
     return tensor
 
 
+def broadcast_object(obj):
+    """Rank 0's `obj` on every rank (e.g. a checkpoint only rank 0 can read: nodes needn't share disks)."""
+    if not is_initialized():
+        return obj
+    box = [obj if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def broadcast_buffers(module):
+    """Copy rank 0's buffers (batch-norm running statistics) to every rank.
+
+    DDP broadcasts buffers at the start of each training forward, but each rank then updates its own copy
+    from its own batch; evaluating with rank 0's statistics everywhere makes the distributed WER that of
+    the model rank 0 checkpoints.
+    """
+    if is_initialized():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def shutdown():
-    if dist.is_available() and dist.is_initialized():
+    if is_initialized():
         dist.destroy_process_group()

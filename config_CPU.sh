@@ -6,17 +6,20 @@
 # names (python scripts/train_flags.py --names; meanings in python -m benchmark.train --help).
 
 : "${NUM_GPUS:=0}"              # CPU only, even where a GPU is visible
-: "${DATA_BACKEND:=auto}"       # DALI's CPU pipeline where installed, else the torch loader
+: "${DATA_BACKEND:=auto}"       # the torch loader on CPU (faster than DALI's CPU FFT here)
 
-# ===== PLACEHOLDER recipe, being tuned (issue 3): the README's target and corpus are the fixed ones =====
-: "${DATASET:=synthetic}" "${SYNTH_HOURS:=12}"
+# ===== The CPU recipe (issue 3). Target and corpus are fixed (README): don't lower them. =====
+# 6 h of synthetic speech (40 seen speakers) makes ~3-minute epochs on 2 cores, so the per-epoch
+# evaluation can stop the run soon after the target is crossed; the one-cycle schedule spans MAX_EPOCHS.
+: "${DATASET:=synthetic}" "${SYNTH_HOURS:=6}"
 : "${NPROC:=1}"
 : "${RNN_TYPE:=gru}" "${RNN_HIDDEN_SIZE:=256}" "${RNN_LAYERS:=3}"
 : "${CONV_CHANNELS:=16}" "${TIME_STRIDE:=4}"
 : "${FEATURES:=logmel}" "${N_MELS:=80}"
-: "${BATCH_SIZE:=32}" "${LEARNING_RATE:=3e-3}" "${OPTIMIZER:=adamw}" "${LR_SCHEDULE:=onecycle}"
-: "${AMP:=off}"
-: "${TARGET_WER:=0.30}" "${MAX_EPOCHS:=3}"
-# ===== end of the placeholder recipe =====
+: "${BATCH_SIZE:=32}" "${EVAL_BATCH_SIZE:=64}" "${LEARNING_RATE:=3e-3}" "${OPTIMIZER:=adamw}"
+: "${LR_SCHEDULE:=onecycle}" "${WARMUP_FRACTION:=0.05}"
+: "${AMP:=bf16}"                # bf16 autocast: oneDNN bf16 kernels on AVX512-BF16 CPUs
+: "${TARGET_WER:=0.30}" "${MAX_EPOCHS:=6}"
+# ===== end of the CPU recipe =====
 
 source "$(dirname "${BASH_SOURCE[0]}")/hyperparameters.sh"

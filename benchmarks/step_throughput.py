@@ -1,0 +1,210 @@
+"""Training-step throughput on the CPU, in one run: fp32 vs bf16 autocast, 1 vs 2 processes (DDP, gloo),
+and the achieved FLOP/s as a fraction of this machine's measured matmul peak.
+
+Usage:
+  nice -n 10 python benchmarks/step_throughput.py                 # CPU default model (config_CPU.sh)
+  python benchmarks/step_throughput.py --steps 6 --batch_size 32 --seconds 8 --amps off,bf16 --procs 1,2
+  python benchmarks/step_throughput.py --help
+
+What is timed: full training steps (forward with autocast, fp32 CTC loss, backward, DDP gradient all-reduce,
+gradient clipping, fused AdamW) of benchmark.model.DeepSpeech2 on a fixed random batch of `--batch_size`
+utterances of `--seconds` seconds per process, after `--warmup` untimed steps; no data loading (see
+benchmarks/featurize_throughput.py for that). With P processes each gets cores/P threads, every process
+keeps its batch size (as NPROC does in config_CPU.sh), and throughput counts the utterances of all ranks.
+Peak: the best of a few 2048^3 torch.matmul in fp32 and in bf16 using every core. Model FLOPs per step:
+torch.utils.flop_counter.FlopCounterMode over one forward+backward, except the recurrent layers, which are
+counted analytically (gate matmuls, backward = 2 x forward) because oneDNN's fused LSTM hides its matmuls
+from the counter. Shared machines make every figure noisy: run it nice'd, compare ratios from one run.
+"""
+import argparse
+import json
+import os
+from pathlib import Path
+import socket
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # sleeping OpenMP threads on shared cores
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+import torch.multiprocessing as mp  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from benchmark.config import TrainConfig  # noqa: E402
+from benchmark.data.batch import Batch  # noqa: E402
+from benchmark.features import FeatureSpec  # noqa: E402
+from benchmark.model import DeepSpeech2  # noqa: E402
+from benchmark.optim import build_optimizer  # noqa: E402
+from benchmark.text import NUM_CLASSES  # noqa: E402
+from benchmark.train import ctc_loss  # noqa: E402
+
+FRAMES_PER_SECOND = 100          # 10 ms hop
+CHARACTERS_PER_SECOND = 14       # about LibriSpeech's speaking rate
+AMP_DTYPES = {"off": torch.float32, "bf16": torch.bfloat16}
+
+
+def parse_args(argv=None):
+    cpu = TrainConfig(rnn_type="gru", rnn_hidden_size=256, rnn_layers=3, conv_channels=16, time_stride=4,
+                      features="logmel", n_mels=80)   # config_CPU.sh
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per configuration")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (oneDNN primitive caches)")
+    parser.add_argument("--batch_size", type=int, default=16, help="utterances per process per step")
+    parser.add_argument("--seconds", type=float, default=6.0, help="duration of every utterance")
+    parser.add_argument("--amps", default="off,bf16", help="autocast modes to compare (off = fp32)")
+    parser.add_argument("--procs", default="1,2", help="process counts to compare (DDP over gloo when > 1)")
+    parser.add_argument("--cores", type=int, default=os.cpu_count(), help="cores shared by the processes")
+    for name in ("rnn_type", "rnn_hidden_size", "rnn_layers", "conv_channels", "time_stride", "features", "n_mels"):
+        parser.add_argument(f"--{name}", type=type(getattr(cpu, name)), default=getattr(cpu, name),
+                            help="model flag as in benchmark.train")
+    args = parser.parse_args(argv)
+    args.amps = args.amps.split(",")
+    args.procs = [int(p) for p in args.procs.split(",")]
+    for amp in args.amps:
+        if amp not in AMP_DTYPES:
+            parser.error(f"--amps: {amp!r} is not one of {','.join(AMP_DTYPES)} (fp16 is a GPU mode)")
+    if args.steps < 1 or args.batch_size < 1 or args.seconds <= 0 or min(args.procs) < 1:
+        parser.error("--steps, --batch_size, --seconds and --procs must be positive")
+    return args
+
+
+def build_model(args):
+    spec = FeatureSpec(args.features, args.n_mels)
+    model = DeepSpeech2(spec.num_features, conv_channels=args.conv_channels, time_stride=args.time_stride,
+                        rnn_type=args.rnn_type, rnn_hidden_size=args.rnn_hidden_size, rnn_layers=args.rnn_layers)
+    return model, spec
+
+
+def random_batch(args, spec, seed):
+    generator = torch.Generator().manual_seed(seed)
+    frames, chars = int(args.seconds * FRAMES_PER_SECOND), int(args.seconds * CHARACTERS_PER_SECOND)
+    b = args.batch_size
+    return Batch(torch.randn(b, spec.num_features, frames, generator=generator),
+                 torch.full((b,), frames, dtype=torch.int64),
+                 torch.randint(1, NUM_CLASSES, (b, chars), generator=generator),
+                 torch.full((b,), chars, dtype=torch.int64))
+
+
+def rnn_flops(model, batch):
+    """Forward + backward FLOPs of the recurrent stack: per direction 2*B*T*G*H*(in + H), backward twice that."""
+    steps = int(model.output_lengths(batch.feature_lengths).max())
+    total = 0
+    for layer in model.rnns:
+        for rnn in (layer.forward_rnn, layer.backward_rnn):
+            gates = {"LSTM": 4, "GRU": 3}[type(rnn).__name__]
+            total += 3 * 2 * batch.features.shape[0] * steps * gates * rnn.hidden_size * (rnn.input_size + rnn.hidden_size)
+    return total
+
+
+def step_flops(args):
+    """Model FLOPs of one training step of one process (forward + backward)."""
+    model, spec = build_model(args)
+    batch = random_batch(args, spec, seed=0)
+    with FlopCounterMode(display=False) as counter:
+        logits, lengths = model(batch.features, batch.feature_lengths)
+        ctc_loss(logits, lengths, batch).backward()
+    by_module = counter.get_flop_counts()
+    counted_rnn = sum(sum(by_module.get(f"DeepSpeech2.rnns.{i}", {}).values()) for i in range(len(model.rnns)))
+    return counter.get_total_flops() - counted_rnn + rnn_flops(model, batch)
+
+
+def matmul_peak(dtype, threads, n=2048, repeats=5):
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best
+
+
+def worker(rank, args, amp, world_size, port, result_file):
+    threads = max(1, args.cores // world_size)
+    torch.set_num_threads(threads)
+    if world_size > 1:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    torch.manual_seed(1)
+    model, spec = build_model(args)
+    trained = DistributedDataParallel(model) if world_size > 1 else model
+    optimizer = build_optimizer(TrainConfig(train_data_dir="x", eval_data_dir="x"), model)
+    batch = random_batch(args, spec, seed=rank)
+    times = []
+    for step in range(args.warmup + args.steps):
+        if world_size > 1:
+            dist.barrier()
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=AMP_DTYPES[amp], enabled=amp != "off"):
+            logits, lengths = trained(batch.features, batch.feature_lengths)
+        loss = ctc_loss(logits, lengths, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        if world_size > 1:
+            dist.barrier()
+        if step >= args.warmup:
+            times.append(time.perf_counter() - start)
+    if rank == 0:
+        Path(result_file).write_text(json.dumps({"seconds_per_step": sorted(times)[len(times) // 2],
+                                                 "threads": threads, "loss": loss.item()}))
+    if world_size > 1:
+        dist.destroy_process_group()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure(args, amp, world_size):
+    with tempfile.TemporaryDirectory() as folder:
+        result_file = os.path.join(folder, "result.json")
+        mp.start_processes(worker, args=(args, amp, world_size, free_port(), result_file), nprocs=world_size,
+                           start_method="spawn")
+        return json.loads(Path(result_file).read_text())
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    print(f"# {args.cores} cores; model {args.rnn_type} {args.rnn_layers}x{args.rnn_hidden_size}, conv "
+          f"{args.conv_channels}, stride {args.time_stride}, {args.features} {args.n_mels}; per process "
+          f"{args.batch_size} utterances x {args.seconds:g} s; median of {args.steps} steps after {args.warmup}",
+          flush=True)
+    peaks = {amp: matmul_peak(AMP_DTYPES[amp], args.cores) for amp in args.amps}
+    for amp, peak in peaks.items():
+        print(f"matmul peak {str(AMP_DTYPES[amp]).removeprefix('torch.'):9s} {peak / 1e9:8.1f} GFLOP/s", flush=True)
+    flops = step_flops(args)
+    print(f"model FLOPs per step and process: {flops / 1e9:.1f} GFLOP (forward + backward)", flush=True)
+    print(f"{'amp':5s} {'procs':>5s} {'thr/proc':>8s} {'s/step':>7s} {'utt/s':>7s} {'audio s/s':>9s} "
+          f"{'GFLOP/s':>8s} {'of peak':>7s}", flush=True)
+    rates = {}
+    for amp in args.amps:
+        for procs in args.procs:
+            result = measure(args, amp, procs)
+            seconds = result["seconds_per_step"]
+            utterances = procs * args.batch_size / seconds
+            achieved = procs * flops / seconds
+            rates[amp, procs] = utterances
+            print(f"{amp:5s} {procs:5d} {result['threads']:8d} {seconds:7.3f} {utterances:7.2f} "
+                  f"{utterances * args.seconds:9.1f} {achieved / 1e9:8.1f} {100 * achieved / peaks[amp]:6.1f}%",
+                  flush=True)
+    base_amp, base_procs = args.amps[0], args.procs[0]
+    for amp in args.amps[1:]:
+        for procs in args.procs:
+            print(f"{amp} / {base_amp} at {procs} process(es): {rates[amp, procs] / rates[base_amp, procs]:.2f}x")
+    for procs in args.procs[1:]:
+        for amp in args.amps:
+            print(f"{procs} / {base_procs} process(es) with amp {amp}: "
+                  f"{rates[amp, procs] / rates[amp, base_procs]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -41,7 +41,9 @@ def set_rng_state(state):
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # One state per visible GPU; a resume may see fewer GPUs per process (CUDA_VISIBLE_DEVICES).
+        for device, device_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state, device)
 
 
 def save_checkpoint(model_dir, epoch, state, keep=2):

@@ -1,0 +1,98 @@
+"""GPU check of the training maths under DistributedDataParallel with NCCL, and full-model step throughput.
+
+Usage (on a machine with a CUDA GPU; one process is enough, it joins a 1-rank NCCL group itself):
+  python benchmarks/gpu_ddp_check.py [--batch_size 64] [--frames 1000] [--steps 20]
+
+For fp32, bf16 and fp16 autocast it builds the full DeepSpeech2 (5 x BiLSTM-800, cuDNN), wraps it in DDP
+over NCCL, trains --steps steps on a fixed random batch with the benchmark's own CTC loss, optimizer and
+GradScaler, all-reduces word-error counts through benchmark.metrics (the NCCL path of the global WER),
+and prints the loss trend and utterances/s. Exit status 1 when the loss does not fall or is not finite.
+"""
+import argparse
+import os
+from pathlib import Path
+import sys
+import time
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+
+from benchmark.config import TrainConfig  # noqa: E402
+from benchmark.data.batch import Batch  # noqa: E402
+from benchmark.metrics import WordErrorCounter  # noqa: E402
+from benchmark.model import DeepSpeech2  # noqa: E402
+from benchmark.optim import build_optimizer  # noqa: E402
+from benchmark.train import ctc_loss  # noqa: E402
+
+
+def fixed_batch(batch_size, frames, device):
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(frames // 2, frames + 1, (batch_size,), generator=g)
+    lengths[0] = frames
+    features = torch.randn(batch_size, 161, frames, generator=g)
+    features *= (torch.arange(frames) < lengths[:, None]).float()[:, None, :]
+    target_lengths = lengths // 8
+    targets = torch.randint(1, 29, (batch_size, int(target_lengths.max())), generator=g)
+    return Batch(features, lengths, targets, target_lengths).to(device)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch_size", type=int, default=64, help="utterances per step")
+    parser.add_argument("--frames", type=int, default=1000, help="feature frames of the longest utterance")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per precision")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("no CUDA device: nothing to check")
+        return 2
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29517")
+    dist.init_process_group("nccl", rank=0, world_size=1)
+    device = torch.device("cuda", 0)
+    print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}, "
+          f"NCCL {'.'.join(map(str, torch.cuda.nccl.version()))}")
+    batch = fixed_batch(args.batch_size, args.frames, device)
+    ok = True
+    for amp in ("off", "bf16", "fp16"):
+        config = TrainConfig(train_data_dir="-", eval_data_dir="-", amp=amp, learning_rate=3e-4)
+        torch.manual_seed(1)
+        model = DeepSpeech2(161).to(device)
+        ddp = DistributedDataParallel(model, device_ids=[0])
+        optimizer = build_optimizer(config, model)
+        scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+        dtype = {"off": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+        losses = []
+        for step in range(args.steps + 3):
+            if step == 3:
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+            with torch.autocast("cuda", dtype=dtype, enabled=amp != "off"):
+                logits, output_lengths = ddp(batch.features, batch.feature_lengths)
+            loss = ctc_loss(logits, output_lengths, batch)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            scaler.step(optimizer)
+            scaler.update()
+            losses.append(loss.item())
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        counter = WordErrorCounter()
+        counter.update(["A B C"], ["A X C"])
+        errors, words = counter.totals(device)   # all_reduce over NCCL
+        falling = all(map(lambda v: v == v and abs(v) != float("inf"), losses)) and losses[-1] < losses[0]
+        ok &= falling and (errors, words) == (1, 3)
+        print(f"{amp:5s} loss {losses[0]:.2f} -> {losses[-1]:.2f} ({'falls' if falling else 'DOES NOT FALL'}), "
+              f"{args.steps * args.batch_size / seconds:.0f} utt/s ({seconds / args.steps * 1000:.1f} ms/step), "
+              f"NCCL all_reduce counts {errors}/{words}, peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+    dist.destroy_process_group()
+    print("ALL CHECKS PASSED" if ok else "SOME CHECKS FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -110,6 +110,10 @@ class TrainConfig:
         self.speed_range()
         if self.resume and not self.model_dir:
             bad("resume", "needs --model_dir")
+        if self.eval_only and not self.model_dir:
+            bad("eval_only", "needs --model_dir (the checkpoint folder)")
+        if self.dist_timeout < 1:
+            bad("dist_timeout", f"must be a positive number of seconds, got {self.dist_timeout}")
         return self
 
 

@@ -3,7 +3,8 @@
 Every timing point of a run goes through here, so the event vocabulary lives in one place:
   cache_clear, init_start, submission_*, seed, global_batch_size, opt_* hyperparameters, target_wer,
   train_samples, eval_samples, init_stop, run_start, epoch_start/epoch_stop, eval_start,
-  eval_accuracy (WER as a fraction, metadata epoch_num), eval_stop, run_stop (metadata status).
+  eval_accuracy (WER as a fraction, metadata epoch_num), eval_stop, run_stop (metadata status);
+  resume (a resumed run's checkpoint and epoch).
 The log file is the run's result file (results/<system>/result_<n>.txt), never next to the source.
 """
 import logging
@@ -18,6 +19,7 @@ TARGET_WER = "target_wer"
 DATA_WAIT_SECONDS = "data_wait_seconds"   # time the training loop waited for batches in one epoch
 TRAIN_LOSS = "train_loss"
 NONFINITE_STEPS_SKIPPED = "nonfinite_steps_skipped"
+RESUME = "resume"   # resumed run: {"checkpoint": path or None, "epoch": last finished epoch}
 
 
 class MLPerfLogger:

@@ -20,7 +20,7 @@ from benchmark import mlperf_log
 TOKEN = ":::MLLOG"
 KNOWN_KEYS = ({v for k, v in vars(constants).items() if k.isupper() and isinstance(v, str)}
               | {mlperf_log.TARGET_WER, mlperf_log.DATA_WAIT_SECONDS, mlperf_log.TRAIN_LOSS,
-                 mlperf_log.NONFINITE_STEPS_SKIPPED, "model_config", "opt_lr_schedule", "opt_momentum",
+                 mlperf_log.NONFINITE_STEPS_SKIPPED, mlperf_log.RESUME, "model_config", "opt_lr_schedule", "opt_momentum",
                  "target_accuracy"})
 # Quality targets of the MLPerf training benchmarks whose logs don't carry their own target, from the
 # ATLEAST_ONE_CHECK lines of mlperf_logging's training_3.1.0/4.1.0 closed_<benchmark>.yaml rules.
@@ -131,6 +131,8 @@ def summarize_run(path):
     if len(starts) > 1:
         run.warnings.append(f"{len(starts)} run_start records (lines {', '.join(str(r.line) for r in starts)}); "
                             "timing from the first")
+    if any(r.key == mlperf_log.RESUME for r in records):
+        run.warnings.append("resumed after an interruption: the time includes the downtime; not a valid result")
     start = starts[0]
     stops = [r for r in records if r.key == constants.RUN_STOP and r.time_ms >= start.time_ms]
     if len(stops) > 1:

@@ -50,14 +50,13 @@ from benchmark.data.sampler import TrainBatchSampler, eval_batches
 from benchmark.faults import FaultInjector
 from benchmark.features import FeatureSpec
 from benchmark.metrics import WordErrorCounter
-from benchmark.mlperf_log import (DATA_WAIT_SECONDS, NONFINITE_STEPS_SKIPPED, TARGET_WER, TRAIN_LOSS,
+from benchmark.mlperf_log import (DATA_WAIT_SECONDS, NONFINITE_STEPS_SKIPPED, RESUME, TARGET_WER, TRAIN_LOSS,
                                   MLPerfLogger)
 from benchmark.model import DeepSpeech2
 from benchmark.optim import build_optimizer, build_scheduler, optimizer_hyperparameters
 from benchmark.text import greedy_collapse
 
 EXIT_ABORTED, EXIT_BAD_CONFIG, EXIT_TERMINATED = 3, 2, 128 + signal.SIGTERM
-RESUME = "resume"   # log key: the checkpoint a resumed run continues from
 # Flags a resumed run may change: where files go, how it reports, when it stops; every other flag
 # (model, data, optimizer, schedule, seed) must equal the checkpointed run's or it would be another run.
 RESUME_MAY_DIFFER = frozenset({"train_data_dir", "eval_data_dir", "data_backend", "num_workers", "num_gpus",
@@ -367,21 +366,13 @@ def train(config, ctx, device, threads, data, faults, saved):
     return 0 if status == C.SUCCESS else exit_status
 
 
-def check_run_flags(config):
-    """Checks of the flags this module adds (config.validate() covers the rest)."""
-    if config.eval_only and not config.model_dir:
-        raise ConfigError("--eval_only: needs --model_dir (the checkpoint folder)")
-    if config.dist_timeout < 1:
-        raise ConfigError(f"--dist_timeout: must be a positive number of seconds, got {config.dist_timeout}")
-
-
 def run(config):
     """One timed run (or, with --eval_only, one evaluation). Returns the process exit status."""
     ctx = distributed.context_from_environment()
     log_fd = None   # held open (with its lock) until the process exits
     try:
         faults = FaultInjector(ctx.rank)
-        check_run_flags(config)
+        config.validate()   # again: run() may be called without parse_config
         # Manifests are read before init_start: a missing or empty file fails here, naming it.
         train_utts = read_manifests(config.train_data_dir)
         eval_utts = read_manifests(config.eval_data_dir)

@@ -9,9 +9,10 @@
 : "${DATA_BACKEND:=auto}"       # the torch loader on CPU (faster than DALI's CPU FFT here)
 
 # ===== The CPU recipe (issue 3). Target and corpus are fixed (README): don't lower them. =====
-# Global batch 32 (2 x 16). 6 h of synthetic speech (16 seen speakers) makes ~2-minute epochs, so the per-epoch
-# evaluation can stop the run soon after the target is crossed; the one-cycle schedule spans MAX_EPOCHS.
-: "${DATASET:=synthetic}" "${SYNTH_HOURS:=6}"
+# Global batch 32 (2 x 16). 12 h of synthetic speech (40 seen speakers): with 6 h the model learned the
+# training sentences (train loss kept falling) while the dev WER stalled near 0.45; fresh text per step
+# generalizes better. ~4-minute epochs; the one-cycle schedule spans MAX_EPOCHS.
+: "${DATASET:=synthetic}" "${SYNTH_HOURS:=12}"
 : "${NPROC:=2}"                # 2 gloo ranks x 1 thread: ~1.3x the steps/s of 1 rank x 2 threads
 : "${RNN_TYPE:=gru}" "${RNN_HIDDEN_SIZE:=192}" "${RNN_LAYERS:=3}"
 : "${CONV_CHANNELS:=8}" "${TIME_STRIDE:=4}"   # the 21x11 second conv dominated the cost at 16 channels
@@ -19,7 +20,7 @@
 : "${BATCH_SIZE:=16}" "${EVAL_BATCH_SIZE:=64}" "${LEARNING_RATE:=3e-3}" "${OPTIMIZER:=adamw}"
 : "${LR_SCHEDULE:=onecycle}" "${WARMUP_FRACTION:=0.05}"
 : "${AMP:=off}"                 # fp32: bf16 autocast made the GRU steps ~1.4x slower on this CPU (no AMX)
-: "${TARGET_WER:=0.30}" "${MAX_EPOCHS:=6}"
+: "${TARGET_WER:=0.30}" "${MAX_EPOCHS:=3}"
 # ===== end of the CPU recipe =====
 
 source "$(dirname "${BASH_SOURCE[0]}")/hyperparameters.sh"

@@ -94,7 +94,7 @@ ds2_load_config() {
   source "$CONFIG_FILE"
   set +a
   : "${NPROC:=1}" "${NEXP:=1}" "${SEED_BASE:=${SEED:-1}}" "${CLEAR_CACHES:=true}" "${DATASET:=auto}"
-  : "${RESULTS_DIR:=results}" "${RUNS_DIR:=runs}" "${SYNTH_HOURS:=6}" "${SYNTH_SEED:=1}"
+  : "${RESULTS_DIR:=results}" "${RUNS_DIR:=runs}" "${SYNTH_HOURS:=12}" "${SYNTH_SEED:=1}"
   ds2_check_int NPROC 1; ds2_check_int NNODES 1; ds2_check_int NEXP 1; ds2_check_int SEED_BASE 0
   ds2_check_int SYNTH_SEED 0; ds2_check_positive SYNTH_HOURS
   ds2_check_bool CLEAR_CACHES

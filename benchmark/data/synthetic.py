@@ -1,7 +1,7 @@
 """An offline spoken corpus in the LibriSpeech layout, voiced by espeak-ng, prepared like LibriSpeech.
 
 Usage:
-    python -m benchmark.data.synthetic --data_dir DIR [--hours 6] [--eval_hours 0.5] [--speakers 16]
+    python -m benchmark.data.synthetic --data_dir DIR [--hours 12] [--eval_hours 0.5] [--speakers 40]
                                        [--seed 1] [--jobs N]
 
 Writes `DIR/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac` with
@@ -243,7 +243,7 @@ def _write_json(path, value):
     os.replace(tmp, path)
 
 
-def build(data_dir, hours=6.0, eval_hours=0.5, speakers=16, seed=1, jobs=None, report=print):
+def build(data_dir, hours=12.0, eval_hours=0.5, speakers=40, seed=1, jobs=None, report=print):
     """Make (or finish) the corpus in data_dir. Returns the fingerprint dict."""
     data_dir = Path(data_dir)
     corpus_args = {"hours": hours, "eval_hours": eval_hours, "speakers": speakers, "seed": seed}
@@ -291,9 +291,9 @@ def parse_args(argv=None):
                                      epilog=__doc__.split("\n\n", 2)[2], formatter_class=_HelpFormatter)
     parser.add_argument("--data_dir", required=True, type=Path,
                         help="folder for the corpus: FLAC tree, wav/, train.csv, dev.csv, test.csv, fingerprint.json")
-    parser.add_argument("--hours", type=float, default=6.0, help="hours of train audio (approximate, within a few %%)")
+    parser.add_argument("--hours", type=float, default=12.0, help="hours of train audio (approximate, within a few %%)")
     parser.add_argument("--eval_hours", type=float, default=0.5, help="hours of audio for each of dev and test")
-    parser.add_argument("--speakers", type=int, default=16,
+    parser.add_argument("--speakers", type=int, default=40,
                         help=f"number of distinct voices (1..{len(VOICES) * len(VARIANTS)}); dev/test use voices seen in train")
     parser.add_argument("--seed", type=int, default=1, help="seed for sentence order, speakers and their pitch and rate")
     parser.add_argument("--jobs", type=int, default=os.cpu_count(), help="parallel synthesis and conversion processes")

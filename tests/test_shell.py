@@ -93,7 +93,7 @@ def test_scripts_pass_shellcheck():
 
 
 EXPECTED = {  # config -> flags its launch command must carry
-    "CPU": {"--nproc_per_node": "1", "--amp": "off", "--rnn_type": "gru", "--num_gpus": "0",
+    "CPU": {"--nproc_per_node": "2", "--amp": "off", "--rnn_type": "gru", "--num_gpus": "0",
             "--target_wer": "0.3", "--features": "logmel", "--train_data_dir": "data/synthetic/train.csv"},
     "DGX1": {"--nproc_per_node": "8", "--amp": "fp16", "--rnn_type": "lstm", "--rnn_hidden_size": "800",
              "--rnn_layers": "5", "--target_wer": "0.23", "--batch_size": "32", "--data_backend": "dali_gpu",
@@ -194,7 +194,7 @@ def test_too_few_gpus_and_unknown_gpus_are_explained(launch):
 def test_multi_node_needs_a_shared_endpoint_and_result_number(launch):
     assert "RDZV_ENDPOINT" in launch(NNODES=2).stderr
     assert "RESULT_INDEX" in launch(NNODES=2, RDZV_ENDPOINT="127.0.0.1:29400").stderr
-    result = launch(NNODES=2, RDZV_ENDPOINT="127.0.0.1:29400", RESULT_INDEX=7)
+    result = launch(NNODES=2, NPROC=1, RDZV_ENDPOINT="127.0.0.1:29400", RESULT_INDEX=7)
     [words] = launch_commands(result.stdout)
     assert {"--nnodes=2", "--rdzv_backend=c10d", "--rdzv_endpoint=127.0.0.1:29400", "--rdzv_id=ds2perf-CPU-7",
             "--nproc_per_node=1"} <= set(words) and "--standalone" not in words

@@ -20,8 +20,13 @@ def pad_batch(feature_list, target_list):
     features = torch.zeros(len(feature_list), feature_list[0].shape[0], int(lengths.max()))
     for i, f in enumerate(feature_list):
         features[i, :, :f.shape[1]] = f
+    return Batch(features, lengths, *pad_targets(target_list))
+
+
+def pad_targets(target_list):
+    """Label-index lists -> (targets [B, S] int64 zero-padded, target_lengths [B] int64)."""
     target_lengths = torch.tensor([len(t) for t in target_list], dtype=torch.int64)
     targets = torch.zeros(len(target_list), max(int(target_lengths.max()), 1), dtype=torch.int64)
     for i, t in enumerate(target_list):
         targets[i, :len(t)] = torch.as_tensor(t, dtype=torch.int64)
-    return Batch(features, lengths, targets, target_lengths)
+    return targets, target_lengths

@@ -27,7 +27,7 @@ from nvidia.dali.pipeline import Pipeline
 from nvidia.dali.plugin.pytorch import feed_ndarray
 
 from benchmark import features as feats
-from benchmark.data.batch import Batch
+from benchmark.data.batch import Batch, pad_targets
 from benchmark.text import encode
 
 PREFETCH_DEPTH = 2   # batches DALI prepares ahead of the one the training step is using
@@ -210,9 +210,5 @@ class DaliLoader:
         padded = torch.empty(tuple(dense.shape()), dtype=torch.float32, device=out_device)
         stream = torch.cuda.current_stream(out_device) if out_device.type == "cuda" else None
         feed_ndarray(dense, padded, cuda_stream=stream)   # device-to-device on the GPU, no host copy
-        targets = [self.targets[i] for i in indices]
-        target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.int64)
-        padded_targets = torch.zeros(len(targets), max(int(target_lengths.max()), 1), dtype=torch.int64)
-        for k, t in enumerate(targets):
-            padded_targets[k, :len(t)] = torch.as_tensor(t, dtype=torch.int64)
-        return Batch(padded, lengths, padded_targets, target_lengths).to(self.device, non_blocking=True)
+        targets, target_lengths = pad_targets([self.targets[i] for i in indices])
+        return Batch(padded, lengths, targets, target_lengths).to(self.device, non_blocking=True)

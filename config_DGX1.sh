@@ -9,14 +9,5 @@
 : "${AMP:=fp16}"                                        # GradScaler; the CTC loss stays fp32
 : "${DATA_BACKEND:=dali_gpu}"
 
-: "${DATASET:=librispeech}"
-: "${TRAIN_SUBSETS:=train-clean-100,train-clean-360,train-other-500}" "${EVAL_SUBSETS:=dev-clean}"
-: "${MAX_DURATION:=16.7}"                               # drops the few longest utterances (memory)
-
-# Model: DeepSpeech2 as in the paper and the references (2 conv + 5 x BiLSTM-800, 161-bin spectrogram).
-: "${RNN_TYPE:=lstm}" "${RNN_HIDDEN_SIZE:=800}" "${RNN_LAYERS:=5}"
-: "${CONV_CHANNELS:=32}" "${TIME_STRIDE:=2}" "${FEATURES:=spectrogram}"
-
-: "${TARGET_WER:=0.23}" "${MAX_EPOCHS:=30}"
-
+source "$(dirname "${BASH_SOURCE[0]}")/librispeech_recipe.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/hyperparameters.sh"

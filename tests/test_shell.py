@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CONFIGS = ["CPU", "DGX1", "DGXA100", "DGXH100"]
 SHELL_SCRIPTS = ["run_and_time.sh", "run_with_docker.sh", "run.sub", "scripts/run_lib.sh", "hyperparameters.sh",
+                 "librispeech_recipe.sh",
                  "scripts/setup.sh", "scripts/threads.sh", "run_tests.sh"] + [f"config_{c}.sh" for c in CONFIGS]
 # Variables a developer's shell might hold that would change what the launchers do.
 LAUNCHER_VARS = ("SYSTEM NPROC NNODES RDZV_ENDPOINT RESULT_INDEX DATASET DATA_DIR TRAIN_SUBSETS EVAL_SUBSETS "

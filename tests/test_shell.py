@@ -94,7 +94,7 @@ def test_scripts_pass_shellcheck():
 
 
 EXPECTED = {  # config -> flags its launch command must carry
-    "CPU": {"--nproc_per_node": "2", "--amp": "off", "--rnn_type": "gru", "--num_gpus": "0",
+    "CPU": {"--nproc_per_node": "2", "--amp": "off", "--rnn_type": "lstm", "--time_stride": "2", "--num_gpus": "0",
             "--target_wer": "0.3", "--features": "logmel", "--train_data_dir": "data/synthetic/train.csv"},
     "DGX1": {"--nproc_per_node": "8", "--amp": "fp16", "--rnn_type": "lstm", "--rnn_hidden_size": "800",
              "--rnn_layers": "5", "--target_wer": "0.23", "--batch_size": "32", "--data_backend": "dali_gpu",
@@ -263,7 +263,7 @@ def test_timed_runs_reserve_results_write_configs_and_print_result_lines(launch,
         assert f"SEED={seed}\n" in resolved and "AMP=off\n" in resolved and "# launch: " in resolved
         sourced = subprocess.run(["bash", "-c", f"set -a; source {results}/config_{n}.sh; echo $RNN_TYPE $SEED"],
                                  capture_output=True, text=True, check=True).stdout
-        assert sourced.split() == ["gru", str(seed)]
+        assert sourced.split() == ["lstm", str(seed)]
     calls = standin["STANDIN_CALLS"].read_text().splitlines()
     assert len(calls) == 2 and "--seed=5" in calls[0] and "--seed=6" in calls[1]
     # Sourcing a resolved config repeats that run: same training flags, same seed (only the files move on).

@@ -7,11 +7,12 @@ Usage:
   # add the 12 busiest operators of each (torch.profiler) over 5 more steps
   nice -n 10 python benchmarks/compare_reference.py --torch_profiler 5
   # time-to-target: `python -m benchmark.train` then `python -m reference.train`, each until the target
-  nice -n 10 python benchmarks/compare_reference.py --time_to_target [--output_dir runs/compare] [RECIPE FLAGS]
+  nice -n 10 python benchmarks/compare_reference.py --time_to_target [--nproc 2] [--output_dir runs/compare] [RECIPE FLAGS]
 
 RECIPE FLAGS are benchmark.train flags (`python -m benchmark.train --help`). They go after the CPU recipe
-below (data/synthetic/{train,dev}.csv, log-mel 80, 3 x 256 bidirectional GRU, 16 conv channels, time
-stride 4, batch 32, AdamW 3e-3, bf16 autocast), so each one given overrides it. The reference gets every
+below (config_CPU.sh's: data/synthetic/{train,dev}.csv, log-mel 40, 8 conv channels, time stride 2,
+3 x 128 bidirectional LSTM, batch 16, AdamW 3e-3 one-cycle over 3 epochs, fp32, target WER 0.30), so each
+one given overrides it. The reference gets every
 flag it has (`python -m reference.train --help`); the others (--amp, --data_backend, ...) are the
 benchmark's optimizations and are listed as such. Both start from the same weights (same seed).
 
@@ -25,7 +26,8 @@ ratio benchmark/reference. On a shared machine, neighbours change the figures: t
 printed, and --repeats alternates the two implementations and keeps each one's best repeat.
 
 Time-to-target mode runs the two real entry points one after the other with their MLPerf logs in
---output_dir and prints each one's run_start -> run_stop time, status, epochs, final WER and mean epoch
+--output_dir: the reference as one process, the benchmark as run_and_time.sh launches it on the CPU
+(`torchrun` with --nproc gloo ranks, --batch_size split between them so the global batch is the same), and prints each one's run_start -> run_stop time, status, epochs, final WER and mean epoch
 throughput, and the ratios.
 """
 import argparse
@@ -60,9 +62,10 @@ from reference.train import Training  # noqa: E402
 
 CPU_RECIPE = ["--train_data_dir", str(ROOT / "data/synthetic/train.csv"),
               "--eval_data_dir", str(ROOT / "data/synthetic/dev.csv"),
-              "--features", "logmel", "--n_mels", "80", "--rnn_type", "gru", "--rnn_hidden_size", "256",
-              "--rnn_layers", "3", "--conv_channels", "16", "--time_stride", "4", "--batch_size", "32",
-              "--learning_rate", "3e-3", "--amp", "bf16"]
+              "--features", "logmel", "--n_mels", "40", "--rnn_type", "lstm", "--rnn_hidden_size", "128",
+              "--rnn_layers", "3", "--conv_channels", "8", "--time_stride", "2", "--batch_size", "16",
+              "--learning_rate", "3e-3", "--optimizer", "adamw", "--lr_schedule", "onecycle",
+              "--warmup_fraction", "0.05", "--max_epochs", "3", "--target_wer", "0.30", "--amp", "off"]
 PHASES = ("data", "forward", "backward", "optimizer")
 
 
@@ -84,8 +87,10 @@ def parse_args(argv=None):
                         help="run both real trainers to the target instead of the throughput steps")
     parser.add_argument("--output_dir", default="runs/compare_reference",
                         help="where --time_to_target writes the two MLPerf logs (a new subfolder per call)")
+    parser.add_argument("--nproc", type=int, default=2, help="--time_to_target: benchmark processes (torchrun, "
+                        "gloo; config_CPU.sh's NPROC), each with --batch_size / nproc utterances per step")
     args, recipe = parser.parse_known_args(argv)
-    for name in ("steps", "repeats"):
+    for name in ("steps", "repeats", "nproc"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
     for name in ("warmup_steps", "torch_profiler"):
@@ -324,15 +329,28 @@ def summarize_run(path):
             "utt_per_s": first["train_samples"]["value"] * len(stops) / epoch_seconds if epoch_seconds else float("nan")}
 
 
+def per_process_batch(argv, nproc):
+    """Recipe argv with --batch_size (global) divided among nproc ranks, as config_CPU.sh's BATCH_SIZE x NPROC."""
+    flags = dict(split_flags(argv))
+    batch = int(flags["batch_size"])
+    if batch % nproc:
+        raise SystemExit(f"error: --batch_size {batch} does not split evenly among --nproc {nproc} processes")
+    flags["batch_size"] = str(batch // nproc)
+    return [f"--{n}={v}" for n, v in flags.items()]
+
+
 def time_to_target(args, bench_argv, ref_argv):
     out = Path(args.output_dir) / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=False)
     env = dict(os.environ, PYTHONUNBUFFERED="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     runs = {}
-    for name, module, argv in (("reference", "reference.train", ref_argv), ("benchmark", "benchmark.train", bench_argv)):
+    launchers = {"reference": [sys.executable, "-m", "reference.train"],
+                 "benchmark": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+                               f"--nproc_per_node={args.nproc}", "-m", "benchmark.train"]}
+    for name, argv in (("reference", ref_argv), ("benchmark", per_process_batch(bench_argv, args.nproc))):
         log_file = out / f"{name}_mlperf_log.txt"
-        command = [sys.executable, "-m", module, *argv, f"--log_file={log_file}", f"--output_dir={out / name}"]
+        command = [*launchers[name], *argv, f"--log_file={log_file}", f"--output_dir={out / name}"]
         print(f"\n$ {' '.join(command)}", flush=True)
         done = subprocess.run(command, env=env)
         if not log_file.exists():

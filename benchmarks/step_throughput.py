@@ -48,14 +48,14 @@ AMP_DTYPES = {"off": torch.float32, "bf16": torch.bfloat16}
 
 
 def parse_args(argv=None):
-    cpu = TrainConfig(rnn_type="gru", rnn_hidden_size=256, rnn_layers=3, conv_channels=16, time_stride=4,
-                      features="logmel", n_mels=80)   # config_CPU.sh
+    cpu = TrainConfig(rnn_type="lstm", rnn_hidden_size=128, rnn_layers=3, conv_channels=8, time_stride=2,
+                      features="logmel", n_mels=40)   # config_CPU.sh
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (oneDNN primitive caches)")
-    parser.add_argument("--batch_size", type=int, default=16, help="utterances per process per step")
-    parser.add_argument("--seconds", type=float, default=6.0, help="duration of every utterance")
+    parser.add_argument("--batch_size", type=int, default=8, help="utterances per process per step")
+    parser.add_argument("--seconds", type=float, default=3.6, help="duration of every utterance")
     parser.add_argument("--amps", default="off,bf16", help="autocast modes to compare (off = fp32)")
     parser.add_argument("--procs", default="1,2", help="process counts to compare (DDP over gloo when > 1)")
     parser.add_argument("--cores", type=int, default=os.cpu_count(), help="cores shared by the processes")

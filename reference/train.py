@@ -2,8 +2,9 @@
 
 Usage:
   python -m reference.train --train_data_dir data/synthetic/train.csv --eval_data_dir data/synthetic/dev.csv \
-      --features logmel --n_mels 80 --rnn_type gru --rnn_hidden_size 256 --rnn_layers 3 --conv_channels 16 \
-      --time_stride 4 --batch_size 32 --learning_rate 3e-3 --target_wer 0.30 --output_dir runs/reference
+      --features logmel --n_mels 40 --rnn_type lstm --rnn_hidden_size 128 --rnn_layers 3 --conv_channels 8 \
+      --time_stride 2 --batch_size 16 --learning_rate 3e-3 --warmup_fraction 0.05 --max_epochs 3 \
+      --target_wer 0.30 --output_dir runs/reference        # config_CPU.sh's recipe
   python -m reference.train --help        # every flag, with its default
 
 One process, float32, numpy features in DataLoader workers. The flags and the MLPerf log are

@@ -6,15 +6,14 @@ Usage:
   nice -n 10 python benchmarks/compare_reference.py [--steps 30] [--warmup_steps 3] [--repeats 1] [RECIPE FLAGS]
   # add the 12 busiest operators of each (torch.profiler) over 5 more steps
   nice -n 10 python benchmarks/compare_reference.py --torch_profiler 5
-  # time-to-target: `python -m benchmark.train` then `python -m reference.train`, each until the target
-  nice -n 10 python benchmarks/compare_reference.py --time_to_target [--nproc 2] [--output_dir runs/compare] [RECIPE FLAGS]
+  # time-to-target: `python -m reference.train` then `python -m benchmark.train`, each until the target
+  nice -n 10 python benchmarks/compare_reference.py --time_to_target [--nproc N] [--output_dir runs/compare] [RECIPE FLAGS]
 
-RECIPE FLAGS are benchmark.train flags (`python -m benchmark.train --help`). They go after the CPU recipe
-below (config_CPU.sh's: data/synthetic/{train,dev}.csv, log-mel 40, 8 conv channels, time stride 2,
-3 x 128 bidirectional LSTM, batch 16, AdamW 3e-3 one-cycle over 3 epochs, fp32, target WER 0.30), so each
-one given overrides it. The reference gets every
-flag it has (`python -m reference.train --help`); the others (--amp, --data_backend, ...) are the
-benchmark's optimizations and are listed as such. Both start from the same weights (same seed).
+RECIPE FLAGS are benchmark.train flags (`python -m benchmark.train --help`). They override the CPU recipe,
+which is read from `SYSTEM=CPU DRY_RUN=1 ./run_and_time.sh` (config_CPU.sh, and like run_and_time.sh,
+variables set in the environment), with --batch_size the global batch (BATCH_SIZE x NPROC). The reference
+gets every flag it has (`python -m reference.train --help`); the others (--amp, --data_backend, ...) are
+the benchmark's optimizations and are listed as such. Both start from the same weights (same seed).
 
 Throughput mode: both implementations train on the same batches (the sampler's shuffled epoch-2 order:
 a representative mix of lengths), each in this process with its own loader, model and optimizer; the
@@ -27,8 +26,9 @@ printed, and --repeats alternates the two implementations and keeps each one's b
 
 Time-to-target mode runs the two real entry points one after the other with their MLPerf logs in
 --output_dir: the reference as one process, the benchmark as run_and_time.sh launches it on the CPU
-(`torchrun` with --nproc gloo ranks, --batch_size split between them so the global batch is the same), and prints each one's run_start -> run_stop time, status, epochs, final WER and mean epoch
-throughput, and the ratios.
+(`torchrun` with --nproc gloo ranks, --batch_size split between them so the global batch is the same),
+and prints each one's run_start -> run_stop time, status, epochs, final WER and mean epoch throughput,
+and the ratios.
 """
 import argparse
 import contextlib
@@ -55,17 +55,12 @@ from benchmark.features import FeatureSpec  # noqa: E402
 from benchmark.model import DeepSpeech2 as BenchmarkModel  # noqa: E402
 from benchmark.optim import build_optimizer, build_scheduler  # noqa: E402
 from benchmark.train import ctc_loss  # noqa: E402
+from benchmarks.system_recipe import system_recipe  # noqa: E402
 from reference import config as ref_config_module  # noqa: E402
 from reference import features as ref_features  # noqa: E402
 from reference.data import SpeechDataset, make_loader as ref_make_loader  # noqa: E402
 from reference.train import Training  # noqa: E402
 
-CPU_RECIPE = ["--train_data_dir", str(ROOT / "data/synthetic/train.csv"),
-              "--eval_data_dir", str(ROOT / "data/synthetic/dev.csv"),
-              "--features", "logmel", "--n_mels", "40", "--rnn_type", "lstm", "--rnn_hidden_size", "128",
-              "--rnn_layers", "3", "--conv_channels", "8", "--time_stride", "2", "--batch_size", "16",
-              "--learning_rate", "3e-3", "--optimizer", "adamw", "--lr_schedule", "onecycle",
-              "--warmup_fraction", "0.05", "--max_epochs", "3", "--target_wer", "0.30", "--amp", "off"]
 PHASES = ("data", "forward", "backward", "optimizer")
 
 
@@ -87,11 +82,11 @@ def parse_args(argv=None):
                         help="run both real trainers to the target instead of the throughput steps")
     parser.add_argument("--output_dir", default="runs/compare_reference",
                         help="where --time_to_target writes the two MLPerf logs (a new subfolder per call)")
-    parser.add_argument("--nproc", type=int, default=2, help="--time_to_target: benchmark processes (torchrun, "
-                        "gloo; config_CPU.sh's NPROC), each with --batch_size / nproc utterances per step")
+    parser.add_argument("--nproc", type=int, default=None, help="--time_to_target: benchmark processes (torchrun, "
+                        "gloo), each with --batch_size / nproc utterances per step (None: config_CPU.sh's NPROC)")
     args, recipe = parser.parse_known_args(argv)
     for name in ("steps", "repeats", "nproc"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
     for name in ("warmup_steps", "torch_profiler"):
         if getattr(args, name) < 0:
@@ -118,9 +113,11 @@ def split_flags(argv):
     return pairs
 
 
-def build_recipes(recipe_flags):
-    """(benchmark argv, reference argv, benchmark-only flags) for CPU_RECIPE followed by `recipe_flags`."""
-    final = dict(split_flags(CPU_RECIPE + list(recipe_flags)))   # a later value of a flag replaces the earlier
+def build_recipes(base_flags, recipe_flags):
+    """(benchmark argv, reference argv, benchmark-only flags) for `base_flags` (name -> value) updated by
+    `recipe_flags` (argv words): a flag given there replaces the base's value."""
+    final = dict(base_flags)
+    final.update(split_flags(list(recipe_flags)))
     known = set(ref_config_module.flag_names())
     bench_argv = [f"--{n}={v}" for n, v in final.items()]
     ref_argv = [f"--{n}={v}" for n, v in final.items() if n in known]
@@ -354,7 +351,7 @@ def time_to_target(args, bench_argv, ref_argv):
         print(f"\n$ {' '.join(command)}", flush=True)
         done = subprocess.run(command, env=env)
         if not log_file.exists():
-            raise SystemExit(f"error: {module} exited with status {done.returncode} and wrote no log")
+            raise SystemExit(f"error: {name} exited with status {done.returncode} and wrote no log")
         runs[name] = summarize_run(log_file)
         print(f"{name}: exit status {done.returncode}, log {log_file}", flush=True)
     print(f"\n{'':10} {'time to target':>14} {'status':>8} {'epochs':>6} {'final WER':>9} {'epoch utt/s':>11}")
@@ -369,7 +366,9 @@ def time_to_target(args, bench_argv, ref_argv):
 
 def main(argv=None):
     args, recipe = parse_args(argv)
-    bench_argv, ref_argv, bench_only = build_recipes(recipe)
+    cpu = system_recipe("CPU")
+    args.nproc = args.nproc or cpu.nproc
+    bench_argv, ref_argv, bench_only = build_recipes(cpu.flags, recipe)
     print("recipe (benchmark): " + " ".join(bench_argv))
     print("benchmark-only flags (the reference is float32 with the torch DataLoader): "
           + (", ".join(f"--{n} {v}" for n, v in bench_only.items()) or "none"), flush=True)

@@ -2,7 +2,7 @@
 and the achieved FLOP/s as a fraction of this machine's measured matmul peak.
 
 Usage:
-  nice -n 10 python benchmarks/step_throughput.py                 # CPU default model (config_CPU.sh)
+  nice -n 10 python benchmarks/step_throughput.py                 # config_CPU.sh's model, batch and optimizer
   python benchmarks/step_throughput.py --steps 6 --batch_size 32 --seconds 8 --amps off,bf16 --procs 1,2
   python benchmarks/step_throughput.py --help
 
@@ -34,13 +34,14 @@ import torch.multiprocessing as mp  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from benchmark.config import TrainConfig  # noqa: E402
+from benchmark.config import parse_config  # noqa: E402
 from benchmark.data.batch import Batch  # noqa: E402
 from benchmark.features import FeatureSpec  # noqa: E402
 from benchmark.model import DeepSpeech2  # noqa: E402
 from benchmark.optim import build_optimizer  # noqa: E402
 from benchmark.text import NUM_CLASSES  # noqa: E402
 from benchmark.train import ctc_loss  # noqa: E402
+from benchmarks.system_recipe import system_recipe  # noqa: E402
 
 FRAMES_PER_SECOND = 100          # 10 ms hop
 CHARACTERS_PER_SECOND = 14       # about LibriSpeech's speaking rate
@@ -48,21 +49,23 @@ AMP_DTYPES = {"off": torch.float32, "bf16": torch.bfloat16}
 
 
 def parse_args(argv=None):
-    cpu = TrainConfig(rnn_type="lstm", rnn_hidden_size=128, rnn_layers=3, conv_channels=8, time_stride=2,
-                      features="logmel", n_mels=40)   # config_CPU.sh
+    recipe = system_recipe("CPU")   # config_CPU.sh, as run_and_time.sh resolves it
+    cpu = parse_config(recipe.argv())
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (oneDNN primitive caches)")
-    parser.add_argument("--batch_size", type=int, default=8, help="utterances per process per step")
+    parser.add_argument("--batch_size", type=int, default=cpu.batch_size // recipe.nproc,
+                        help="utterances per process per step (config_CPU.sh's BATCH_SIZE)")
     parser.add_argument("--seconds", type=float, default=3.6, help="duration of every utterance")
     parser.add_argument("--amps", default="off,bf16", help="autocast modes to compare (off = fp32)")
     parser.add_argument("--procs", default="1,2", help="process counts to compare (DDP over gloo when > 1)")
     parser.add_argument("--cores", type=int, default=os.cpu_count(), help="cores shared by the processes")
     for name in ("rnn_type", "rnn_hidden_size", "rnn_layers", "conv_channels", "time_stride", "features", "n_mels"):
         parser.add_argument(f"--{name}", type=type(getattr(cpu, name)), default=getattr(cpu, name),
-                            help="model flag as in benchmark.train")
+                            help="model flag as in benchmark.train (config_CPU.sh's)")
     args = parser.parse_args(argv)
+    args.optimizer_config = cpu   # config_CPU.sh's optimizer and learning rate
     args.amps = args.amps.split(",")
     args.procs = [int(p) for p in args.procs.split(",")]
     for amp in args.amps:
@@ -133,7 +136,7 @@ def worker(rank, args, amp, world_size, port, result_file):
     torch.manual_seed(1)
     model, spec = build_model(args)
     trained = DistributedDataParallel(model) if world_size > 1 else model
-    optimizer = build_optimizer(TrainConfig(train_data_dir="x", eval_data_dir="x"), model)
+    optimizer = build_optimizer(args.optimizer_config, model)
     batch = random_batch(args, spec, seed=rank)
     times = []
     for step in range(args.warmup + args.steps):

@@ -326,8 +326,10 @@ def compare_reference():
 
 
 def test_compare_recipes_give_the_reference_its_flags_only(compare_reference):
-    bench_argv, ref_argv, bench_only = compare_reference.build_recipes(["--batch_size", "8", "--data_backend=torch"])
+    base = {"rnn_type": "lstm", "batch_size": "16", "amp": "off", "data_backend": "auto"}
+    bench_argv, ref_argv, bench_only = compare_reference.build_recipes(base, ["--batch_size", "8", "--data_backend=torch"])
     assert "--batch_size=8" in bench_argv and "--batch_size=16" not in bench_argv and "--batch_size=8" in ref_argv
+    assert "--rnn_type=lstm" in bench_argv and "--rnn_type=lstm" in ref_argv
     assert bench_only == {"amp": "off", "data_backend": "torch"}
     assert not any(flag.startswith(("--amp", "--data_backend")) for flag in ref_argv)
 

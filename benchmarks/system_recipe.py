@@ -1,0 +1,62 @@
+"""A system's training recipe as run_and_time.sh resolves it, for the benchmark scripts.
+
+Usage (from another script in benchmarks/):
+  from system_recipe import system_recipe
+  recipe = system_recipe("CPU")   # recipe.flags: {'rnn_type': 'lstm', ..., 'batch_size': '16'}; recipe.nproc: 2
+
+The recipe comes from `DRY_RUN=1 SYSTEM=<system> ./run_and_time.sh`, the launch command a real run would
+execute, so these scripts measure config_<SYSTEM>.sh as it is instead of a copy that drifts from it. As
+with run_and_time.sh, variables set in the environment override the config (`RNN_LAYERS=2`).
+Per-run launcher flags (seed, log file, output folder, system name, GPU count) are left out, manifest paths
+are made absolute, and --batch_size is the global batch: BATCH_SIZE x NPROC x NNODES.
+"""
+from dataclasses import dataclass
+import os
+from pathlib import Path
+import shlex
+import subprocess
+
+ROOT = Path(__file__).resolve().parent.parent
+PER_RUN_FLAGS = {"seed", "log_file", "output_dir", "system", "num_gpus"}
+MANIFEST_FLAGS = ("train_data_dir", "eval_data_dir")
+
+
+@dataclass
+class Recipe:
+    flags: dict    # benchmark.train flag name -> value text; batch_size is the global batch
+    nproc: int     # processes per node (NPROC)
+    nnodes: int    # nodes (NNODES)
+
+    def argv(self):
+        return [f"--{name}={value}" for name, value in self.flags.items()]
+
+
+def parse_launch_command(line):
+    """One printed `torchrun ... -m benchmark.train --a=1 ...` line -> Recipe (global batch)."""
+    words = shlex.split(line)
+    module = words.index("benchmark.train")
+    launcher = dict(w[2:].split("=", 1) for w in words[1:module] if w.startswith("--") and "=" in w)
+    flags = {}
+    for word in words[module + 1:]:
+        if not (word.startswith("--") and "=" in word):
+            raise ValueError(f"unexpected word {word!r} in the launch command (flags are --name=value)")
+        name, value = word[2:].split("=", 1)
+        flags[name] = value
+    nproc, nnodes = int(launcher.get("nproc_per_node", 1)), int(launcher.get("nnodes", 1))
+    for name in MANIFEST_FLAGS:
+        if name in flags:
+            flags[name] = ",".join(str(ROOT / p) if not os.path.isabs(p) else p for p in flags[name].split(","))
+    flags["batch_size"] = str(int(flags["batch_size"]) * nproc * nnodes)
+    return Recipe({n: v for n, v in flags.items() if n not in PER_RUN_FLAGS}, nproc, nnodes)
+
+
+def system_recipe(system="CPU"):
+    """config_<system>.sh's recipe, read from run_and_time.sh's dry run; SystemExit with its error if it fails."""
+    env = dict(os.environ, SYSTEM=system, DRY_RUN="1", NEXP="1")
+    done = subprocess.run(["bash", str(ROOT / "run_and_time.sh")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    commands = [line for line in done.stdout.splitlines() if " -m benchmark.train " in line]
+    if done.returncode != 0 or len(commands) != 1:
+        raise SystemExit(f"error: `SYSTEM={system} DRY_RUN=1 ./run_and_time.sh` did not print one launch command "
+                         f"(exit status {done.returncode}):\n{done.stderr.strip()}")
+    return parse_launch_command(commands[0])

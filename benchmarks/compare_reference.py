@@ -42,7 +42,7 @@ import time
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # as scripts/threads.sh: sleeping OpenMP threads
+os.environ.setdefault("GOMP_SPINCOUNT", "20000")   # bounded OpenMP spin, as scripts/threads.sh
 
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402

@@ -26,7 +26,7 @@ import tempfile
 import time
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # sleeping OpenMP threads on shared cores
+os.environ.setdefault("GOMP_SPINCOUNT", "20000")   # bounded OpenMP spin, as scripts/threads.sh
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402

@@ -1,7 +1,7 @@
 import os
 
-# Shared 2-core CI machines: sleeping OpenMP threads (see scripts/threads.sh); set before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Shared 2-core CI machines: OpenMP threads spin briefly, then sleep (see scripts/threads.sh); set before torch loads.
+os.environ.setdefault("GOMP_SPINCOUNT", "20000")   # bounded OpenMP spin, as scripts/threads.sh
 
 import csv
 import subprocess

@@ -55,7 +55,7 @@ from benchmark.features import FeatureSpec  # noqa: E402
 from benchmark.model import DeepSpeech2 as BenchmarkModel  # noqa: E402
 from benchmark.optim import build_optimizer, build_scheduler  # noqa: E402
 from benchmark.train import ctc_loss  # noqa: E402
-from benchmarks.system_recipe import system_recipe  # noqa: E402
+from benchmarks.system_recipe import split_flags, system_recipe  # noqa: E402
 from reference import config as ref_config_module  # noqa: E402
 from reference import features as ref_features  # noqa: E402
 from reference.data import SpeechDataset, make_loader as ref_make_loader  # noqa: E402
@@ -92,25 +92,6 @@ def parse_args(argv=None):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must not be negative, got {getattr(args, name)}")
     return args, recipe
-
-
-def split_flags(argv):
-    """['--a', '1', '--b=2'] -> [('a', '1'), ('b', '2')]; every training flag takes one value."""
-    pairs, i = [], 0
-    while i < len(argv):
-        flag = argv[i]
-        if not flag.startswith("--"):
-            raise SystemExit(f"error: expected a --flag, got {flag!r} (recipe flags come as --name value)")
-        if "=" in flag:
-            name, value = flag[2:].split("=", 1)
-            i += 1
-        elif i + 1 < len(argv):
-            name, value = flag[2:], argv[i + 1]
-            i += 2
-        else:
-            raise SystemExit(f"error: {flag} needs a value")
-        pairs.append((name, value))
-    return pairs
 
 
 def build_recipes(base_flags, recipe_flags):

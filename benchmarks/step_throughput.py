@@ -55,7 +55,7 @@ def parse_args(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (oneDNN primitive caches)")
-    parser.add_argument("--batch_size", type=int, default=cpu.batch_size // recipe.nproc,
+    parser.add_argument("--batch_size", type=int, default=cpu.batch_size // (recipe.nproc * recipe.nnodes),
                         help="utterances per process per step (config_CPU.sh's BATCH_SIZE)")
     parser.add_argument("--seconds", type=float, default=3.6, help="duration of every utterance")
     parser.add_argument("--amps", default="off,bf16", help="autocast modes to compare (off = fp32)")

@@ -1,7 +1,7 @@
 """A system's training recipe as run_and_time.sh resolves it, for the benchmark scripts.
 
 Usage (from another script in benchmarks/):
-  from system_recipe import system_recipe
+  from benchmarks.system_recipe import system_recipe   # with the repository root on sys.path
   recipe = system_recipe("CPU")   # recipe.flags: {'rnn_type': 'lstm', ..., 'batch_size': '16'}; recipe.nproc: 2
 
 The recipe comes from `DRY_RUN=1 SYSTEM=<system> ./run_and_time.sh`, the launch command a real run would
@@ -31,17 +31,31 @@ class Recipe:
         return [f"--{name}={value}" for name, value in self.flags.items()]
 
 
+def split_flags(argv):
+    """['--a', '1', '--b=2'] -> [('a', '1'), ('b', '2')]; every training flag takes one value."""
+    pairs, i = [], 0
+    while i < len(argv):
+        flag = argv[i]
+        if not flag.startswith("--"):
+            raise SystemExit(f"error: expected a --flag, got {flag!r} (recipe flags come as --name value)")
+        if "=" in flag:
+            name, value = flag[2:].split("=", 1)
+            i += 1
+        elif i + 1 < len(argv):
+            name, value = flag[2:], argv[i + 1]
+            i += 2
+        else:
+            raise SystemExit(f"error: {flag} needs a value")
+        pairs.append((name, value))
+    return pairs
+
+
 def parse_launch_command(line):
     """One printed `torchrun ... -m benchmark.train --a=1 ...` line -> Recipe (global batch)."""
     words = shlex.split(line)
     module = words.index("benchmark.train")
     launcher = dict(w[2:].split("=", 1) for w in words[1:module] if w.startswith("--") and "=" in w)
-    flags = {}
-    for word in words[module + 1:]:
-        if not (word.startswith("--") and "=" in word):
-            raise ValueError(f"unexpected word {word!r} in the launch command (flags are --name=value)")
-        name, value = word[2:].split("=", 1)
-        flags[name] = value
+    flags = dict(split_flags(words[module + 1:]))
     nproc, nnodes = int(launcher.get("nproc_per_node", 1)), int(launcher.get("nnodes", 1))
     for name in MANIFEST_FLAGS:
         if name in flags:

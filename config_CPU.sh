@@ -16,7 +16,7 @@
 : "${NPROC:=2}"                # 2 gloo ranks x 1 thread: ~1.3x the steps/s of 1 rank x 2 threads
 : "${BATCH_SIZE:=8}" "${EVAL_BATCH_SIZE:=64}"
 # LSTM, not GRU: oneDNN runs the whole LSTM sequence as one fused primitive, while PyTorch's CPU GRU
-# loops over time steps (LSTM 3x128, time stride 2: 58.9 utt/s; GRU: 30.8, benchmarks/step_throughput.py).
+# loops over time steps (LSTM 3x128, time stride 2: 58.9 utt/s; GRU: 30.8, measure/step_throughput.py).
 # Time stride 2 (20 ms per CTC frame): at stride 4 the output had only 1.2-1.6x the frames the labels
 # need, and learning stalled (WER 0.43 after 3 epochs, against 0.26 here).
 : "${RNN_TYPE:=lstm}" "${RNN_HIDDEN_SIZE:=128}" "${RNN_LAYERS:=3}"

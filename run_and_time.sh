@@ -13,7 +13,7 @@
 #      page caches (best effort), launches `torchrun ... -m benchmark.train` with seed SEED_BASE+index and
 #      prints   RESULT,DEEPSPEECH2,<seed>,<seconds>,<user>,<start date>
 #      where seconds = run_stop - run_start of the run's MLPerf log (wall time if the log has no run_stop);
-#   5. with NEXP>1, prints the MLPerf score: python -m benchmark.report results/<system>.
+#   5. with NEXP>1, prints the MLPerf score: python -m benchmark.results.report results/<system>.
 # Exit status: the training's: 0 success, 3 aborted (target not reached; torchrun reports it as 1, the log's
 # run_stop status tells), 1 error; NEXP>1: the first failed run's, else 0. 2: a configuration error.
 #
@@ -115,6 +115,6 @@ done
 
 if (( NEXP > 1 )); then
   echo "# Score of $RESULTS_DIR/$SYSTEM:"
-  "$PYTHON" -m benchmark.report "$RESULTS_DIR/$SYSTEM" || ds2_note "benchmark.report failed (status $?)"
+  "$PYTHON" -m benchmark.results.report "$RESULTS_DIR/$SYSTEM" || ds2_note "benchmark.results.report failed (status $?)"
 fi
 exit "$status"

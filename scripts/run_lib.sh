@@ -157,10 +157,10 @@ ds2_resolve_data() {
   : "${DATA_DIR:=data/$DATASET}"
   if [ "$DATASET" = synthetic ]; then
     : "${TRAIN_SUBSETS:=train}" "${EVAL_SUBSETS:=dev}"
-    PREP_CMD=("$PYTHON" -m benchmark.data.synthetic --data_dir "$DATA_DIR" --hours "$SYNTH_HOURS" --seed "$SYNTH_SEED")
+    PREP_CMD=("$PYTHON" -m benchmark.prepare.synthetic --data_dir "$DATA_DIR" --hours "$SYNTH_HOURS" --seed "$SYNTH_SEED")
   else
     : "${TRAIN_SUBSETS:=$LIBRISPEECH_TRAIN_SUBSETS}" "${EVAL_SUBSETS:=$LIBRISPEECH_EVAL_SUBSETS}"
-    PREP_CMD=("$PYTHON" -m benchmark.data.librispeech --data_dir "$DATA_DIR" --subsets "$TRAIN_SUBSETS,$EVAL_SUBSETS")
+    PREP_CMD=("$PYTHON" -m benchmark.prepare.librispeech --data_dir "$DATA_DIR" --subsets "$TRAIN_SUBSETS,$EVAL_SUBSETS")
   fi
   [[ $TRAIN_SUBSETS =~ ^[A-Za-z0-9_.,-]+$ ]] || ds2_fail "TRAIN_SUBSETS='$TRAIN_SUBSETS': comma-separated subset names"
   [[ $EVAL_SUBSETS =~ ^[A-Za-z0-9_.,-]+$ ]] || ds2_fail "EVAL_SUBSETS='$EVAL_SUBSETS': comma-separated subset names"

@@ -1,4 +1,4 @@
-"""benchmark.compliance: the official mlperf_logging checker with our DeepSpeech2 rules, on logs written by
+"""benchmark.results.compliance: the official mlperf_logging checker with our DeepSpeech2 rules, on logs written by
 the project's own logger (benchmark.mlperf_log)."""
 import subprocess
 import sys
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import compliance
+from benchmark.results import compliance
 from mlperf_run_logs import write_run_log
 
 REPO = Path(__file__).resolve().parent.parent

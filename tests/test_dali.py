@@ -139,7 +139,7 @@ def test_dali_gpu_matches_dali_cpu(corpus, spec):
 
 
 def load_script(name):
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    path = Path(__file__).resolve().parent.parent / "measure" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

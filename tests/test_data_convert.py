@@ -7,7 +7,7 @@ import wave
 import pytest
 import soundfile
 
-from benchmark.data.convert import prepare_subset, scan_tree
+from benchmark.prepare.convert import prepare_subset, scan_tree
 from benchmark.data.manifest import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +67,7 @@ def test_every_bad_input_is_named_counted_and_left_out(bad_tree, tmp_path):
     data_dir = tmp_path / "data"
     (data_dir / "LibriSpeech").mkdir(parents=True)
     (data_dir / "LibriSpeech" / "dev-clean").symlink_to(bad_tree, target_is_directory=True)
-    process = subprocess.run([sys.executable, "-m", "benchmark.data.librispeech", "--data_dir", str(data_dir),
+    process = subprocess.run([sys.executable, "-m", "benchmark.prepare.librispeech", "--data_dir", str(data_dir),
                               "--subsets", "dev-clean", "--jobs", "2"], cwd=REPO, capture_output=True, text=True)
     output = process.stdout + process.stderr
     assert process.returncode == 0, output  # per-file problems are not fatal
@@ -107,6 +107,6 @@ def test_scan_pairs_audio_with_transcripts(bad_tree, tmp_path):
 
 
 def test_missing_source_folder_is_fatal(tmp_path):
-    from benchmark.data.convert import FatalDataError
+    from benchmark.prepare.convert import FatalDataError
     with pytest.raises(FatalDataError, match="source folder not found"):
         prepare_subset(tmp_path / "nope", tmp_path / "wav", tmp_path / "x.csv", report=lambda *_: None)

@@ -20,9 +20,9 @@ import time
 import pytest
 import soundfile
 
-from benchmark.data import librispeech, synthetic
-from benchmark.data.convert import FatalDataError
-from benchmark.data.download import extract_tar
+from benchmark.prepare import librispeech, synthetic
+from benchmark.prepare.convert import FatalDataError
+from benchmark.prepare.download import extract_tar
 from benchmark.data.manifest import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ def run_cli(data_dir, server, table, extra=(), limit_file_bytes=None):
     preexec = None
     if limit_file_bytes:
         preexec = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_bytes, limit_file_bytes))
-    return subprocess.Popen([sys.executable, "-m", "benchmark.data.librispeech", "--data_dir", str(data_dir),
+    return subprocess.Popen([sys.executable, "-m", "benchmark.prepare.librispeech", "--data_dir", str(data_dir),
                              "--subsets", SUBSET, "--mirror", server.url, "--archive_table", str(table),
                              "--jobs", "2", *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, preexec_fn=preexec)
@@ -270,7 +270,7 @@ def test_full_disk_during_conversion_is_fatal_keeps_work_and_resumes(corpus, ser
 
 
 def test_help_names_every_flag_and_table_matches_openslr():
-    process = subprocess.run([sys.executable, "-m", "benchmark.data.librispeech", "--help"], cwd=REPO,
+    process = subprocess.run([sys.executable, "-m", "benchmark.prepare.librispeech", "--help"], cwd=REPO,
                              capture_output=True, text=True)
     assert process.returncode == 0
     for flag in ("--data_dir", "--subsets", "--mirror", "--jobs", "--remove_archives", "--archive_table"):
@@ -286,6 +286,6 @@ def test_unknown_subset_and_bad_table_are_clear_errors(tmp_path, server):
     table.write_text("subset,filename,size\n")
     code, output = finish(run_cli(tmp_path / "data", server, table))
     assert code == 1 and f"{table}:1: expected header" in output
-    process = subprocess.run([sys.executable, "-m", "benchmark.data.librispeech", "--data_dir", str(tmp_path),
+    process = subprocess.run([sys.executable, "-m", "benchmark.prepare.librispeech", "--data_dir", str(tmp_path),
                               "--subsets", "train-clean-1000"], cwd=REPO, capture_output=True, text=True)
     assert process.returncode == 1 and "unknown subset(s) train-clean-1000" in process.stderr

@@ -10,8 +10,8 @@ import sys
 import pytest
 import soundfile
 
-from benchmark.data import prose, synthetic
-from benchmark.data.convert import FatalDataError
+from benchmark.prepare import prose, synthetic
+from benchmark.prepare.convert import FatalDataError
 from benchmark.data.manifest import read_manifest
 from benchmark.text import invalid_chars
 
@@ -111,7 +111,7 @@ def test_other_arguments_in_same_dir_are_refused(corpus):
 
 
 def test_command_line_help_and_bad_flags():
-    run = lambda *args: subprocess.run([sys.executable, "-m", "benchmark.data.synthetic", *args],
+    run = lambda *args: subprocess.run([sys.executable, "-m", "benchmark.prepare.synthetic", *args],
                                        capture_output=True, text=True, cwd=REPO)
     helped = run("--help")
     assert helped.returncode == 0
@@ -167,7 +167,7 @@ def test_fortunes_give_thousands_of_unique_sentences():
 
 
 def test_throughput_benchmark_prints_both_figures():
-    process = subprocess.run([sys.executable, "benchmarks/data_throughput.py", "--hours", "0.003", "--jobs", "2"],
+    process = subprocess.run([sys.executable, "measure/data_throughput.py", "--hours", "0.003", "--jobs", "2"],
                              cwd=REPO, capture_output=True, text=True)
     assert process.returncode == 0, process.stderr
     figures = re.findall(r"([\d.]+) audio-hours per minute", process.stdout)

@@ -14,7 +14,7 @@ import torch
 
 from benchmark import features as bench_features
 from benchmark import text as bench_text
-from benchmark.compliance import check_logs
+from benchmark.results.compliance import check_logs
 from benchmark.config import TrainConfig
 from benchmark.data.manifest import read_manifest
 from benchmark.data.sampler import TrainBatchSampler, eval_batches
@@ -319,7 +319,7 @@ TINY_RECIPE = ["--n_mels", "40", "--rnn_hidden_size", "32", "--rnn_layers", "2",
 
 @pytest.fixture(scope="module")
 def compare_reference():
-    spec = importlib.util.spec_from_file_location("compare_reference", REPO / "benchmarks" / "compare_reference.py")
+    spec = importlib.util.spec_from_file_location("compare_reference", REPO / "measure" / "compare_reference.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

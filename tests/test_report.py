@@ -1,10 +1,10 @@
-"""benchmark.report: time to train, olympic score, warnings on bad logs, JSON, plots and HTML, on logs
+"""benchmark.results.report: time to train, olympic score, warnings on bad logs, JSON, plots and HTML, on logs
 written by the project's logger with a controlled clock (tests/mlperf_run_logs.py)."""
 import json
 
 import pytest
 
-from benchmark import report, result_logs, scoring
+from benchmark.results import logs, report, scoring
 from mlperf_run_logs import START_MS, write_run_log
 
 TARGET = 0.30
@@ -54,7 +54,7 @@ def test_too_many_non_converged_runs_give_no_score(tmp_path):
 
 def test_success_status_above_target_counts_as_not_converged(tmp_path):
     log = write_run_log(tmp_path / "result_1.txt", [0.9, 0.35], status="success", target_wer=TARGET)
-    run = result_logs.summarize_run(log)
+    run = logs.summarize_run(log)
     assert run.status == "success" and not run.converged
     assert any("misses the target" in w for w in run.warnings)
 
@@ -111,7 +111,7 @@ def test_reads_another_benchmarks_log(tmp_path):
     path.write_text("".join(
         f'[1,0]<stdout>::::MLLOG {json.dumps({"time_ms": START_MS + 30_000 * i, "key": k, "value": v, "metadata": m})}\n'
         for i, (k, v, m) in enumerate(records)))
-    run = result_logs.summarize_run(path)
+    run = logs.summarize_run(path)
     assert (run.benchmark, run.target, run.lower_is_better, run.converged) == ("bert", 0.72, False, True)
     assert run.minutes == pytest.approx(1.5) and run.epochs == pytest.approx(1.5)
     assert [e.epoch for e in run.evals] == pytest.approx([0.5, 1.5])

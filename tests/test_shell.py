@@ -336,7 +336,7 @@ def test_run_with_docker_mounts_data_and_forwards_variables(launch, tmp_path):
         assert f"{tmp_path}/d:/workspace/ds2perf/data" in words and "--gpus" in words
         pairs = {words[j + 1] for j, w in enumerate(words) if w == "-e"}
         assert {"SYSTEM", "AMP", "RNN_LAYERS", "NEXP=1", f"SEED_BASE={1 + i}", "CLEAR_CACHES=false"} <= pairs
-    assert "docker build -t ds2perf:latest" in result.stdout and "benchmark.report results/DGX1" in result.stdout
+    assert "docker build -t ds2perf:latest" in result.stdout and "benchmark.results.report results/DGX1" in result.stdout
     assert launch("run_with_docker.sh", SYSTEM="DGX1", AMP=":true").returncode == 2
 
 

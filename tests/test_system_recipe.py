@@ -1,4 +1,4 @@
-"""benchmarks/system_recipe.py: the benchmark scripts read config_<SYSTEM>.sh through run_and_time.sh's dry run."""
+"""measure/system_recipe.py: the benchmark scripts read config_<SYSTEM>.sh through run_and_time.sh's dry run."""
 import sys
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.system_recipe import parse_launch_command, system_recipe  # noqa: E402
+from measure.system_recipe import parse_launch_command, system_recipe  # noqa: E402
 
 
 def test_cpu_recipe_is_config_cpu_with_the_global_batch_and_absolute_manifests(monkeypatch):

@@ -18,7 +18,7 @@ def dali_available():
 
 def resolve_backend(requested, device):
     if requested == "auto":
-        # The fastest available (benchmarks/featurize_throughput.py): DALI on a GPU; on the CPU the torch
+        # The fastest available (measure/featurize_throughput.py): DALI on a GPU; on the CPU the torch
         # DataLoader, because DALI 2.4's CPU FFT takes ~3x longer per frame for the 320-point STFT.
         return "dali_gpu" if device.type == "cuda" and dali_available() else "torch"
     if requested.startswith("dali") and not dali_available():

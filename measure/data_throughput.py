@@ -1,11 +1,11 @@
 """Data preparation throughput on this machine: espeak-ng synthesis and sox FLAC->WAV conversion.
 
 Usage:
-    nice -n 10 python benchmarks/data_throughput.py [--hours 0.2] [--jobs N] [--seed 1]
+    nice -n 10 python measure/data_throughput.py [--hours 0.2] [--jobs N] [--seed 1]
 
 Synthesizes about --hours of the synthetic corpus (train subset only, the same code as
-`python -m benchmark.data.synthetic`) into a temporary folder, then converts it with the shared converter
-(the same code as `python -m benchmark.data.librispeech` uses on LibriSpeech FLACs). Prints audio-hours
+`python -m benchmark.prepare.synthetic`) into a temporary folder, then converts it with the shared converter
+(the same code as `python -m benchmark.prepare.librispeech` uses on LibriSpeech FLACs). Prints audio-hours
 made per wall-clock minute for each step, and what that means for the default 12 h + 2 x 0.5 h corpus and
 for LibriSpeech's 960 h of training audio. Both steps use --jobs processes; on a shared machine the
 figures depend on what else runs.
@@ -20,8 +20,8 @@ import time
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmark.data import prose, synthetic  # noqa: E402
-from benchmark.data.convert import prepare_subset  # noqa: E402
+from benchmark.prepare import prose, synthetic  # noqa: E402
+from benchmark.prepare.convert import prepare_subset  # noqa: E402
 
 DEFAULT_CORPUS_HOURS = 12 + 2 * 0.5
 LIBRISPEECH_TRAIN_HOURS = 960.9

@@ -1,9 +1,9 @@
 """Check DeepSpeech2 result logs with the official MLPerf compliance checker and our rules.
 
 Usage:
-  python -m benchmark.compliance results/CPU/result_*.txt
-  python -m benchmark.compliance --target-wer 0.30 --eval-samples 2703 LOG...
-  python -m benchmark.compliance --write-rules /tmp/ds2_rules   # then run the official CLI yourself
+  python -m benchmark.results.compliance results/CPU/result_*.txt
+  python -m benchmark.results.compliance --target-wer 0.30 --eval-samples 2703 LOG...
+  python -m benchmark.results.compliance --write-rules /tmp/ds2_rules   # then run the official CLI yourself
 
 Prints one verdict per log (PASS, or FAIL with the reasons) and exits 1 if any log fails, 2 on bad usage.
 
@@ -30,7 +30,7 @@ from pathlib import Path
 from mlperf_logging.compliance_checker import mlp_compliance, mlp_parser
 
 RULESET = "4.1.0"
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "compliance"
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "compliance"
 TEMPLATE_FILES = ("closed_common.yaml", "open_common.yaml", "deepspeech2.yaml", "closed_deepspeech2.yaml")
 UPSTREAM_COMMON = Path(mlp_compliance.__file__).parent / f"training_{RULESET}" / "common.yaml"
 # The one line of upstream common.yaml we redirect: its division rule enqueues the upstream per-division
@@ -56,9 +56,9 @@ def write_rules(rules_dir, target_wer=None, eval_samples=None):
     upstream = UPSTREAM_COMMON.read_text()
     if UPSTREAM_ENQUEUE not in upstream:
         raise RuntimeError(f"{UPSTREAM_COMMON} no longer contains {UPSTREAM_ENQUEUE}; "
-                           "mlperf-logging changed, update benchmark/compliance.py")
+                           "mlperf-logging changed, update benchmark/results/compliance.py")
     (rules_dir / "common.yaml").write_text(
-        f"# Generated from {UPSTREAM_COMMON} by benchmark.compliance; do not edit.\n"
+        f"# Generated from {UPSTREAM_COMMON} by benchmark.results.compliance; do not edit.\n"
         + upstream.replace(UPSTREAM_ENQUEUE, f"'{rules_dir}/{{}}_common.yaml'"))
     values = {"RULES_DIR": str(rules_dir),
               "TARGET_WER": "None" if target_wer is None else repr(float(target_wer)),
@@ -167,7 +167,7 @@ def check_logs(paths, target_wer=None, eval_samples=None):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m benchmark.compliance", description=__doc__.split("\n\n")[0],
+        prog="python -m benchmark.results.compliance", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     parser.add_argument("logs", nargs="*", metavar="LOG", help="result logs (result_<n>.txt) to check")
     parser.add_argument("--target-wer", type=float, default=None,

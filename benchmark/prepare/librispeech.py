@@ -1,7 +1,7 @@
 """Download and prepare LibriSpeech (OpenSLR resource 12): archives -> 16 kHz WAVs -> one CSV per subset.
 
 Usage:
-    python -m benchmark.data.librispeech [--data_dir /tmp/librispeech_data] [--subsets LIST]
+    python -m benchmark.prepare.librispeech [--data_dir /tmp/librispeech_data] [--subsets LIST]
                                          [--mirror URL] [--jobs N] [--remove_archives]
 
 For each subset (default: all seven, the 960 training hours plus dev and test):
@@ -11,7 +11,7 @@ For each subset (default: all seven, the 960 training hours plus dev and test):
   3. convert every FLAC to a 16 kHz mono 16-bit WAV with sox, in parallel (DIR/wav/<subset>/...);
   4. write DIR/<subset>.csv: `wav_filename,wav_filesize,transcript`, paths relative to DIR (so DIR can be
      moved), sorted by file name, transcripts in upper-case A-Z, apostrophe and space.
-Bad files are reported, counted and left out of the manifest (see benchmark/data/convert.py and
+Bad files are reported, counted and left out of the manifest (see benchmark/prepare/convert.py and
 DIR/<subset>.problems.txt); a fatal problem (md5 mismatch, truncated archive, full disk) stops with exit 1.
 
 Idempotent: a subset whose CSV exists is skipped, so a second run does nothing. Every step writes to a
@@ -26,8 +26,8 @@ import os
 from pathlib import Path
 import sys
 
-from benchmark.data.convert import FatalDataError, prepare_subset
-from benchmark.data.download import download, extract_tar
+from benchmark.prepare.convert import FatalDataError, prepare_subset
+from benchmark.prepare.download import download, extract_tar
 
 DEFAULT_DATA_DIR = Path("/tmp/librispeech_data")  # as in the TensorFlow deep_speech tool
 DEFAULT_MIRROR = "https://www.openslr.org/resources/12"
@@ -106,7 +106,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmark.data.librispeech", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m benchmark.prepare.librispeech", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 2)[2], formatter_class=_HelpFormatter)
     parser.add_argument("--data_dir", type=Path, default=DEFAULT_DATA_DIR,
                         help="folder for archives/, LibriSpeech/ (FLAC), wav/ and the <subset>.csv manifests")

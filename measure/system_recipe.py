@@ -1,7 +1,7 @@
 """A system's training recipe as run_and_time.sh resolves it, for the benchmark scripts.
 
-Usage (from another script in benchmarks/):
-  from benchmarks.system_recipe import system_recipe   # with the repository root on sys.path
+Usage (from another script in measure/):
+  from measure.system_recipe import system_recipe   # with the repository root on sys.path
   recipe = system_recipe("CPU")   # recipe.flags: {'rnn_type': 'lstm', ..., 'batch_size': '16'}; recipe.nproc: 2
 
 The recipe comes from `DRY_RUN=1 SYSTEM=<system> ./run_and_time.sh`, the launch command a real run would

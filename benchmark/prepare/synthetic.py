@@ -1,18 +1,18 @@
 """An offline spoken corpus in the LibriSpeech layout, voiced by espeak-ng, prepared like LibriSpeech.
 
 Usage:
-    python -m benchmark.data.synthetic --data_dir DIR [--hours 12] [--eval_hours 0.5] [--speakers 40]
+    python -m benchmark.prepare.synthetic --data_dir DIR [--hours 12] [--eval_hours 0.5] [--speakers 40]
                                        [--seed 1] [--jobs N]
 
 Writes `DIR/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac` with
 `<speaker>-<chapter>.trans.txt` for subsets train, dev and test, then runs the same converter as
-LibriSpeech (benchmark/data/convert.py): 16 kHz mono 16-bit WAVs under `DIR/wav/<subset>/` and manifests
+LibriSpeech (benchmark/prepare/convert.py): 16 kHz mono 16-bit WAVs under `DIR/wav/<subset>/` and manifests
 `DIR/train.csv`, `DIR/dev.csv`, `DIR/test.csv` with paths relative to DIR. Finally it writes
 `DIR/fingerprint.json`: a sha256 over the manifests and every WAV's bytes, with the espeak-ng and sox
 versions and the arguments, so a result can name the exact corpus it was trained on.
 
 What is in it:
-- Text: real English prose from the Debian package `fortunes` (benchmark/data/prose.py), split into
+- Text: real English prose from the Debian package `fortunes` (benchmark/prepare/prose.py), split into
   sentences of 3-25 words, normalized to the LibriSpeech alphabet, unique. Each sentence is used once,
   except when --hours asks for more train audio than the text holds (about 20 h): then train sentences
   are reused by other speakers. No sentence of dev or test occurs in train.
@@ -49,8 +49,8 @@ import time
 import soundfile
 from tqdm import tqdm
 
-from benchmark.data import prose
-from benchmark.data.convert import FatalDataError, prepare_subset
+from benchmark.prepare import prose
+from benchmark.prepare.convert import FatalDataError, prepare_subset
 
 SUBSETS = ("train", "dev", "test")
 VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
@@ -287,7 +287,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmark.data.synthetic", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m benchmark.prepare.synthetic", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 2)[2], formatter_class=_HelpFormatter)
     parser.add_argument("--data_dir", required=True, type=Path,
                         help="folder for the corpus: FLAC tree, wav/, train.csv, dev.csv, test.csv, fingerprint.json")

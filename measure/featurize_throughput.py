@@ -1,7 +1,7 @@
 """Featurization throughput of every data backend on the same files, in one run: seconds of audio per second.
 
 Usage:
-  python benchmarks/featurize_throughput.py --manifest data/synthetic/train.csv [--limit 600] [--workers 1]
+  python measure/featurize_throughput.py --manifest data/synthetic/train.csv [--limit 600] [--workers 1]
       [--batch_size 32] [--features spectrogram|logmel] [--n_mels 80] [--repeats 3] [--backends torch,dali_cpu]
 
 Each backend reads, decodes, featurizes and pads the same duration-sorted batches (as the sampler cuts

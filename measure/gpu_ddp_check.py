@@ -1,7 +1,7 @@
 """GPU check of the training maths under DistributedDataParallel with NCCL, and full-model step throughput.
 
 Usage (on a machine with a CUDA GPU; one process is enough, it joins a 1-rank NCCL group itself):
-  python benchmarks/gpu_ddp_check.py [--batch_size 64] [--frames 1000] [--steps 20]
+  python measure/gpu_ddp_check.py [--batch_size 64] [--frames 1000] [--steps 20]
 
 For fp32, bf16 and fp16 autocast it builds the full DeepSpeech2 (5 x BiLSTM-800, cuDNN), wraps it in DDP
 over NCCL, trains --steps steps on a fixed random batch with the benchmark's own CTC loss, optimizer and

@@ -3,11 +3,11 @@ time-to-target, and where each one's step time goes.
 
 Usage:
   # throughput: 3 warm-up + 30 timed training steps each, on the same batches (a few minutes on 2 cores)
-  nice -n 10 python benchmarks/compare_reference.py [--steps 30] [--warmup_steps 3] [--repeats 1] [RECIPE FLAGS]
+  nice -n 10 python measure/compare_reference.py [--steps 30] [--warmup_steps 3] [--repeats 1] [RECIPE FLAGS]
   # add the 12 busiest operators of each (torch.profiler) over 5 more steps
-  nice -n 10 python benchmarks/compare_reference.py --torch_profiler 5
+  nice -n 10 python measure/compare_reference.py --torch_profiler 5
   # time-to-target: `python -m reference.train` then `python -m benchmark.train`, each until the target
-  nice -n 10 python benchmarks/compare_reference.py --time_to_target [--nproc N] [--output_dir runs/compare] [RECIPE FLAGS]
+  nice -n 10 python measure/compare_reference.py --time_to_target [--nproc N] [--output_dir runs/compare] [RECIPE FLAGS]
 
 RECIPE FLAGS are benchmark.train flags (`python -m benchmark.train --help`). They override the CPU recipe,
 which is read from `SYSTEM=CPU DRY_RUN=1 ./run_and_time.sh` (config_CPU.sh, and like run_and_time.sh,
@@ -55,7 +55,7 @@ from benchmark.features import FeatureSpec  # noqa: E402
 from benchmark.model import DeepSpeech2 as BenchmarkModel  # noqa: E402
 from benchmark.optim import build_optimizer, build_scheduler  # noqa: E402
 from benchmark.train import ctc_loss  # noqa: E402
-from benchmarks.system_recipe import split_flags, system_recipe  # noqa: E402
+from measure.system_recipe import split_flags, system_recipe  # noqa: E402
 from reference import config as ref_config_module  # noqa: E402
 from reference import features as ref_features  # noqa: E402
 from reference.data import SpeechDataset, make_loader as ref_make_loader  # noqa: E402

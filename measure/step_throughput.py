@@ -2,14 +2,14 @@
 and the achieved FLOP/s as a fraction of this machine's measured matmul peak.
 
 Usage:
-  nice -n 10 python benchmarks/step_throughput.py                 # config_CPU.sh's model, batch and optimizer
-  python benchmarks/step_throughput.py --steps 6 --batch_size 32 --seconds 8 --amps off,bf16 --procs 1,2
-  python benchmarks/step_throughput.py --help
+  nice -n 10 python measure/step_throughput.py                 # config_CPU.sh's model, batch and optimizer
+  python measure/step_throughput.py --steps 6 --batch_size 32 --seconds 8 --amps off,bf16 --procs 1,2
+  python measure/step_throughput.py --help
 
 What is timed: full training steps (forward with autocast, fp32 CTC loss, backward, DDP gradient all-reduce,
 gradient clipping, fused AdamW) of benchmark.model.DeepSpeech2 on a fixed random batch of `--batch_size`
 utterances of `--seconds` seconds per process, after `--warmup` untimed steps; no data loading (see
-benchmarks/featurize_throughput.py for that). With P processes each gets cores/P threads, every process
+measure/featurize_throughput.py for that). With P processes each gets cores/P threads, every process
 keeps its batch size (as NPROC does in config_CPU.sh), and throughput counts the utterances of all ranks.
 Peak: the best of a few 2048^3 torch.matmul in fp32 and in bf16 using every core. Model FLOPs per step:
 torch.utils.flop_counter.FlopCounterMode over one forward+backward, except the recurrent layers, which are
@@ -41,7 +41,7 @@ from benchmark.model import DeepSpeech2  # noqa: E402
 from benchmark.optim import build_optimizer  # noqa: E402
 from benchmark.text import NUM_CLASSES  # noqa: E402
 from benchmark.train import ctc_loss  # noqa: E402
-from benchmarks.system_recipe import system_recipe  # noqa: E402
+from measure.system_recipe import system_recipe  # noqa: E402
 
 FRAMES_PER_SECOND = 100          # 10 ms hop
 CHARACTERS_PER_SECOND = 14       # about LibriSpeech's speaking rate

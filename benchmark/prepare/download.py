@@ -25,7 +25,7 @@ import zlib
 
 from tqdm import tqdm
 
-from benchmark.data.convert import FatalDataError
+from benchmark.prepare.convert import FatalDataError
 
 CHUNK_BYTES = 1 << 20
 # The OS cannot store our output: fatal for the whole run.

@@ -1,7 +1,7 @@
 """Check the DALI GPU pipeline on real files: same features as DALI CPU and the reference, and its throughput.
 
 Usage:
-  python benchmarks/gpu_dali_check.py --manifest data/synthetic/dev.csv [--limit 256] [--batch_size 32]
+  python measure/gpu_dali_check.py --manifest data/synthetic/dev.csv [--limit 256] [--batch_size 32]
       [--threads 4] [--repeats 3]
 
 For each feature kind (spectrogram, logmel 80): builds the dali_cpu pipeline, compares every utterance

@@ -1,14 +1,14 @@
 """Score and compare MLPerf training result logs: time to train, convergence, olympic score, curves.
 
 Usage:
-  python -m benchmark.report results                       # every results/<system>/result_*.txt
-  python -m benchmark.report results/CPU                   # one system (a folder holding the logs)
-  python -m benchmark.report results --json > summary.json
-  python -m benchmark.report results --plot curves.png --html report.html --baseline CPU
+  python -m benchmark.results.report results                       # every results/<system>/result_*.txt
+  python -m benchmark.results.report results/CPU                   # one system (a folder holding the logs)
+  python -m benchmark.results.report results --json > summary.json
+  python -m benchmark.results.report results --plot curves.png --html report.html --baseline CPU
 
 For each run: time to train (run_stop - run_start, minutes), epochs, final WER (eval_accuracy), status.
 For each system: the MLPerf score (mean of N runs after dropping the fastest and the slowest; at most one
-non-converged run, which counts as the slowest; no score with fewer than 3 runs, see benchmark/scoring.py),
+non-converged run, which counts as the slowest; no score with fewer than 3 runs, see benchmark/results/scoring.py),
 the spread of the converged runs, the final WER against the target, and the speed-up against a baseline
 system (default: the slowest). Reads any MLPerf training log (for other benchmarks the target comes from
 mlperf_logging's rules); unreadable files, truncated or garbage lines, foreign keys and interrupted runs
@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmark import result_logs, scoring
+from benchmark.results import logs, scoring
 
 DESCRIPTION_FIELDS = ("system_name", "number_of_nodes", "host_processor_model_name", "host_processors_per_node",
                       "host_processor_core_count", "host_memory_capacity", "accelerator_model_name",
@@ -86,10 +86,10 @@ def _comparison(systems, baseline):
 
 def build_report(results_dir, pattern="result_*.txt", baseline=None):
     """The whole report as a JSON-able dict, plus the RunSummary objects per system (for plots)."""
-    found = result_logs.find_systems(results_dir, pattern)
+    found = logs.find_systems(results_dir, pattern)
     warnings, systems, runs_by_system = [], {}, {}
     for name, paths in found.items():
-        runs = [result_logs.summarize_run(p) for p in paths]
+        runs = [logs.summarize_run(p) for p in paths]
         runs_by_system[name] = runs
         for run in runs:
             warnings += [f"{run.path}: {w}" for w in run.warnings]
@@ -168,7 +168,7 @@ def _write_atomic(path, text):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m benchmark.report",
+    parser = argparse.ArgumentParser(prog="python -m benchmark.results.report",
                                      description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
@@ -197,7 +197,7 @@ def main(argv=None):
     if args.baseline and report["comparison"] and report["comparison"]["baseline"] != args.baseline:
         report["warnings"].append(f"--baseline {args.baseline} has no time; using {report['comparison']['baseline']}")
     if args.plot or args.html:
-        from benchmark import report_plots
+        from benchmark.results import report_plots
         if args.plot:
             report_plots.save_png(runs, args.plot)
         if args.html:

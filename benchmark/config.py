@@ -9,6 +9,13 @@ from dataclasses import dataclass, field, fields
 import math
 import os
 
+from benchmark.data.backends import BACKENDS, CHOICES as BACKEND_CHOICES
+from benchmark.optim import OPTIMIZERS
+
+
+class ConfigError(ValueError):
+    """A configuration no run can use, found before init_start (exit status 2); the message names the flag."""
+
 
 def _f(default, help, choices=None):
     return field(default=default, metadata={"help": help, "choices": choices})
@@ -24,10 +31,12 @@ class TrainConfig:
                        ["spectrogram", "logmel"])
     n_mels: int = _f(80, "mel bins when --features logmel")
     data_backend: str = _f("auto", "audio pipeline: DALI on GPU/CPU or the PyTorch DataLoader; auto = fastest available",
-                           ["auto", "dali_gpu", "dali_cpu", "torch"])
+                           list(BACKEND_CHOICES))
     num_workers: int = _f(-1, "data loading worker processes/threads per rank (-1: one per spare core)")
     speed_perturbation: str = _f("", "play each training utterance at a speed drawn from LOW,HIGH (e.g. 0.9,1.1) by "
-                                 "resampling at decode time; DALI backends only; empty: off")
+                                 "resampling at decode time; backends "
+                                 + "|".join(b.name for b in BACKENDS.values() if b.speed_perturbation)
+                                 + " only; empty: off")
     # Model
     rnn_type: str = _f("lstm", "recurrent cell of the bidirectional stack", ["lstm", "gru"])
     rnn_hidden_size: int = _f(800, "hidden units per direction in each recurrent layer")
@@ -39,7 +48,7 @@ class TrainConfig:
     batch_size: int = _f(32, "utterances per process per step; global batch = batch_size x world size")
     eval_batch_size: int = _f(64, "utterances per process per evaluation step")
     learning_rate: float = _f(3e-3, "peak learning rate")
-    optimizer: str = _f("adamw", "optimizer", ["adamw", "sgd"])
+    optimizer: str = _f("adamw", "optimizer", list(OPTIMIZERS))
     momentum: float = _f(0.9, "SGD momentum (--optimizer sgd)")
     weight_decay: float = _f(1e-2, "decoupled weight decay (AdamW) or L2 (SGD)")
     lr_schedule: str = _f("onecycle", "onecycle: linear warm-up then cosine decay over --schedule_epochs; "
@@ -64,7 +73,7 @@ class TrainConfig:
     log_file: str = _f("", "MLPerf log path (default: OUTPUT_DIR/mlperf_log.txt)")
     resume: bool = _f(False, "continue from the latest checkpoint in --model_dir (fresh start when none)")
     eval_only: bool = _f(False, "only evaluate the latest checkpoint in --model_dir on --eval_data_dir, print "
-                         "its WER as a JSON line and exit (no MLPerf log)")
+                         "its WER as a JSON line and exit (no MLPerf log; no training manifest needed)")
     system: str = _f("CPU", "system name written as submission_platform")
     log_every: int = _f(50, "print training progress every N steps (0: never)")
 
@@ -88,7 +97,7 @@ class TrainConfig:
         """Raise ValueError naming the flag for values no run can use; manifests are checked by the loader."""
         def bad(flag, why):
             raise ValueError(f"--{flag}: {why}")
-        if not self.train_data_dir:
+        if not self.train_data_dir and not self.eval_only:
             bad("train_data_dir", "required (a manifest CSV)")
         if not self.eval_data_dir:
             bad("eval_data_dir", "required (a manifest CSV)")

@@ -1,27 +1,149 @@
-"""Thin wrapper over mlperf-logging's `mllog`: rank 0 writes, everyone else is silent.
+"""The MLPerf vocabulary of this benchmark, the log writer (rank 0) and the one reader of `:::MLLOG` lines.
 
-Every timing point of a run goes through here, so the event vocabulary lives in one place:
+Every key the project writes or reads is a name of `Key` (mllog's own keys under mllog's names, checked
+against `mlperf_logging.mllog.constants` by the tests, then this benchmark's); `Status` holds run_stop's
+statuses. A run logs, in this order:
   cache_clear, init_start, submission_*, seed, global_batch_size, opt_* hyperparameters, target_wer,
-  train_samples, eval_samples, init_stop, run_start, epoch_start/epoch_stop, eval_start,
-  eval_accuracy (WER as a fraction, metadata epoch_num), eval_stop, run_stop (metadata status);
-  resume (a resumed run's checkpoint and epoch).
+  train_samples, eval_samples, model_config, init_stop, run_start, per epoch [epoch_start, epoch_stop,
+  train_loss, data_wait_seconds, eval_start, eval_accuracy (WER as a fraction), eval_stop], then
+  nonfinite_steps_skipped and run_stop (metadata status); a resumed run adds `resume` after init_start.
 The log file is the run's result file (results/<system>/result_<n>.txt), never next to the source.
+
+Reading: `read_log(path)` is the one parser of result logs (ours or anyone's), used by the report, the
+compliance tool, the launchers' RESULT line (scripts/mllog_seconds.py) and the measuring scripts. A line
+is a record when it holds `:::MLLOG {json}`; text before the token (`0: `, `[1,0]<stdout>:` prefixes of
+launchers) is ignored, as mlperf_logging's own parser does. It never raises on bad input: unreadable
+files, truncated or garbage records and records without key or time become warnings.
+
+Only the standard library is imported here (mllog itself when a writer is made), so the launchers and
+dry runs can read logs and keys without the training's dependencies.
 """
+from dataclasses import dataclass
+import json
 import logging
 import os
 
-from mlperf_logging import mllog
-from mlperf_logging.mllog import constants
-
 BENCHMARK_NAME = "deepspeech2"
-# Benchmark-specific keys the common mllog constants don't have.
-TARGET_WER = "target_wer"
-DATA_WAIT_SECONDS = "data_wait_seconds"   # time the training loop waited for batches in one epoch
-TRAIN_LOSS = "train_loss"
-NONFINITE_STEPS_SKIPPED = "nonfinite_steps_skipped"
-RESUME = "resume"   # resumed run: {"checkpoint": path or None, "epoch": last finished epoch}
+TOKEN = ":::MLLOG"
 
 
+class Key:
+    """Every MLLOG key this project writes or reads."""
+    # mllog's keys (mlperf_logging.mllog.constants, same names and values)
+    CACHE_CLEAR = "cache_clear"
+    INIT_START = "init_start"
+    INIT_STOP = "init_stop"
+    RUN_START = "run_start"
+    RUN_STOP = "run_stop"
+    EPOCH_START = "epoch_start"
+    EPOCH_STOP = "epoch_stop"
+    EVAL_START = "eval_start"
+    EVAL_STOP = "eval_stop"
+    EVAL_ACCURACY = "eval_accuracy"
+    SUBMISSION_BENCHMARK = "submission_benchmark"
+    SUBMISSION_ORG = "submission_org"
+    SUBMISSION_DIVISION = "submission_division"
+    SUBMISSION_STATUS = "submission_status"
+    SUBMISSION_PLATFORM = "submission_platform"
+    SEED = "seed"
+    GLOBAL_BATCH_SIZE = "global_batch_size"
+    OPT_NAME = "opt_name"
+    OPT_BASE_LR = "opt_base_learning_rate"
+    OPT_WEIGHT_DECAY = "opt_weight_decay"
+    OPT_GRADIENT_CLIP_NORM = "opt_gradient_clip_norm"
+    OPT_LR_WARMUP_STEPS = "opt_learning_rate_warmup_steps"
+    OPT_LR_TRAINING_STEPS = "opt_learning_rate_training_steps"
+    OPT_ADAMW_BETA_1 = "opt_adamw_beta_1"
+    OPT_ADAMW_BETA_2 = "opt_adamw_beta_2"
+    OPT_ADAMW_EPSILON = "opt_adamw_epsilon"
+    OPT_ADAMW_WEIGHT_DECAY = "opt_adamw_weight_decay"
+    TRAIN_SAMPLES = "train_samples"
+    EVAL_SAMPLES = "eval_samples"
+    # mllog's metadata keys
+    EPOCH_NUM = "epoch_num"
+    SAMPLES_COUNT = "samples_count"
+    STATUS = "status"
+    # this benchmark's keys
+    TARGET_WER = "target_wer"
+    DATA_WAIT_SECONDS = "data_wait_seconds"     # time the training loop waited for batches in one epoch
+    TRAIN_LOSS = "train_loss"
+    NONFINITE_STEPS_SKIPPED = "nonfinite_steps_skipped"
+    RESUME = "resume"                           # a resumed run: {"checkpoint": path or None, "epoch": last done}
+    MODEL_CONFIG = "model_config"               # model flags, backend, world size, threads, device
+    OPT_LR_SCHEDULE = "opt_lr_schedule"
+    OPT_MOMENTUM = "opt_momentum"
+    # read in other benchmarks' logs
+    TARGET_ACCURACY = "target_accuracy"
+
+
+class Status:
+    """run_stop's metadata status."""
+    SUCCESS = "success"
+    ABORTED = "aborted"
+
+
+OWN_KEYS = frozenset(v for k, v in vars(Key).items() if k.isupper())
+
+
+def known_keys():
+    """Keys a reader need not warn about: mllog's whole vocabulary (when installed) and ours."""
+    try:
+        from mlperf_logging.mllog import constants
+    except ImportError:
+        return OWN_KEYS
+    return OWN_KEYS | {v for k, v in vars(constants).items() if k.isupper() and isinstance(v, str)}
+
+
+# ------------------------------------------------------------------------------------------- reading
+@dataclass
+class Record:
+    line: int          # 1-based line number in the file
+    time_ms: float
+    key: str
+    value: object
+    metadata: dict
+
+
+def token_lines(path):
+    """(1-based line number, text after the token, is the file's last line) of every line holding
+    `:::MLLOG`, in file order. Raises OSError when the file cannot be read."""
+    with open(path, encoding="utf-8", errors="replace") as f:   # universal newlines, as the checker reads
+        text = f.read()
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines.pop()
+    return [(number, line.split(TOKEN, 1)[1].strip(), number == len(lines))
+            for number, line in enumerate(lines, 1) if TOKEN in line]
+
+
+def read_log(path):
+    """(records, warnings) of one log file, records in file order; never raises."""
+    records, warnings = [], []
+    try:
+        lines = token_lines(path)
+    except OSError as error:
+        return [], [f"cannot read {path}: {error.strerror or error}"]
+    for number, text, last in lines:
+        where = f"line {number}" + (" (last line: truncated?)" if last else "")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            warnings.append(f"{where}: unreadable MLLOG record {text[:60]!r}")
+            continue
+        if not isinstance(data, dict) or not isinstance(data.get("key"), str):
+            warnings.append(f"{where}: MLLOG record without a key")
+            continue
+        try:
+            time_ms = float(data["time_ms"])
+        except (KeyError, TypeError, ValueError):
+            warnings.append(f"{where}: MLLOG record '{data['key']}' without a valid time_ms")
+            continue
+        metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+        records.append(Record(number, time_ms, data["key"], data.get("value"), metadata))
+    return records, warnings
+
+
+# ------------------------------------------------------------------------------------------- writing
 class MLPerfLogger:
     """Logs mllog events on rank 0 to `log_file` (and stdout); a no-op on other ranks."""
 
@@ -30,6 +152,7 @@ class MLPerfLogger:
         self._logger = None
         if not self.enabled:
             return
+        from mlperf_logging import mllog
         if log_file:
             os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
         # mllog logs to the root 'mllog' logger; a fresh handler per run keeps tests independent.
@@ -63,8 +186,8 @@ class MLPerfLogger:
                     self._logger.logger.removeHandler(handler)
 
     def submission_info(self, org, platform, division="closed", status="onprem"):
-        self.event(constants.SUBMISSION_BENCHMARK, BENCHMARK_NAME)
-        self.event(constants.SUBMISSION_ORG, org)
-        self.event(constants.SUBMISSION_DIVISION, division)
-        self.event(constants.SUBMISSION_STATUS, status)
-        self.event(constants.SUBMISSION_PLATFORM, platform)
+        self.event(Key.SUBMISSION_BENCHMARK, BENCHMARK_NAME)
+        self.event(Key.SUBMISSION_ORG, org)
+        self.event(Key.SUBMISSION_DIVISION, division)
+        self.event(Key.SUBMISSION_STATUS, status)
+        self.event(Key.SUBMISSION_PLATFORM, platform)

@@ -6,6 +6,8 @@ direction is a fused nn.LSTM/nn.GRU (cuDNN on GPU, oneDNN on CPU) run on length-
 the backward direction reads every sequence reversed within its own length, so its state starts at the
 last real frame, not in the padding. (Packed sequences were 4-5x slower on the CPU.)
 """
+from dataclasses import asdict, dataclass
+
 import torch
 from torch import nn
 
@@ -42,7 +44,23 @@ class BidirectionalLayer(nn.Module):
         return torch.cat([forward_out, reverse_padded(backward_out, lengths)], dim=2)
 
 
+@dataclass(frozen=True)
+class ModelArgs:
+    """Everything DeepSpeech2's shape depends on (the run plan fills it from the flags of the same names)."""
+    num_features: int = 161
+    num_classes: int = NUM_CLASSES
+    conv_channels: int = 32
+    time_stride: int = 2
+    rnn_type: str = "lstm"
+    rnn_hidden_size: int = 800
+    rnn_layers: int = 5
+
+
 class DeepSpeech2(nn.Module):
+    @classmethod
+    def from_args(cls, args):
+        return cls(**asdict(args))
+
     def __init__(self, num_features=161, num_classes=NUM_CLASSES, conv_channels=32, time_stride=2,
                  rnn_type="lstm", rnn_hidden_size=800, rnn_layers=5):
         super().__init__()

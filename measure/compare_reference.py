@@ -11,14 +11,15 @@ Usage:
 
 RECIPE FLAGS are benchmark.train flags (`python -m benchmark.train --help`). They override the CPU recipe,
 which is read from `SYSTEM=CPU DRY_RUN=1 ./run_and_time.sh` (config_CPU.sh, and like run_and_time.sh,
-variables set in the environment), with --batch_size the global batch (BATCH_SIZE x NPROC). The reference
-gets every flag it has (`python -m reference.train --help`); the others (--amp, --data_backend, ...) are
+variables set in the environment); --batch_size is per benchmark process, as in benchmark.train. The
+reference, one process, gets the global batch of the benchmark's --nproc processes (the run plan's) and
+every other flag it has (`python -m reference.train --help`); the others (--amp, --data_backend, ...) are
 the benchmark's optimizations and are listed as such. Both start from the same weights (same seed).
 
-Throughput mode: both implementations train on the same batches (the sampler's shuffled epoch-2 order:
-a representative mix of lengths), each in this process with its own loader, model and optimizer; the
-benchmark's step is benchmark.train's (autocast, CTC in fp32, GradScaler, clipping, finiteness check,
-scheduler), the reference's is reference.train's. Timed phases: data (waiting for the next batch; the
+Throughput mode: both implementations train on the same batches of the global batch (the sampler's
+shuffled epoch-2 order: a representative mix of lengths), each in this process with its own loader, model
+and optimizer; the benchmark's step is benchmark.trainer.Trainer.train_step (autocast, CTC in fp32,
+GradScaler, clipping, finiteness check, scheduler), the reference's is reference.train's. Timed phases: data (waiting for the next batch; the
 DataLoader workers featurize in parallel), forward (model and CTC loss), backward, optimizer (clipping,
 finiteness check, step, schedule). Prints utterances/s and seconds of audio per second for each, and the
 ratio benchmark/reference. On a shared machine, neighbours change the figures: the load average is
@@ -26,13 +27,13 @@ printed, and --repeats alternates the two implementations and keeps each one's b
 
 Time-to-target mode runs the two real entry points one after the other with their MLPerf logs in
 --output_dir: the reference as one process, the benchmark as run_and_time.sh launches it on the CPU
-(`torchrun` with --nproc gloo ranks, --batch_size split between them so the global batch is the same),
+(`torchrun` with --nproc gloo ranks of --batch_size each, the reference's global batch between them),
 and prints each one's run_start -> run_stop time, status, epochs, final WER and mean epoch throughput,
 and the ratios.
 """
 import argparse
 import contextlib
-import json
+from dataclasses import replace
 import os
 from pathlib import Path
 import platform
@@ -48,13 +49,11 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from benchmark import config as bench_config_module  # noqa: E402
-from benchmark.data.loaders import make_loader as bench_make_loader  # noqa: E402
 from benchmark.data.manifest import filter_by_duration, read_manifests  # noqa: E402
-from benchmark.data.sampler import TrainBatchSampler  # noqa: E402
-from benchmark.features import FeatureSpec  # noqa: E402
-from benchmark.model import DeepSpeech2 as BenchmarkModel  # noqa: E402
-from benchmark.optim import build_optimizer, build_scheduler  # noqa: E402
-from benchmark.train import ctc_loss  # noqa: E402
+from benchmark.distributed import DistContext  # noqa: E402
+from benchmark.mlperf_log import Key, read_log  # noqa: E402
+from benchmark.plan import make_plan  # noqa: E402
+from benchmark.trainer import Trainer  # noqa: E402
 from measure.system_recipe import split_flags, system_recipe  # noqa: E402
 from reference import config as ref_config_module  # noqa: E402
 from reference import features as ref_features  # noqa: E402
@@ -62,6 +61,10 @@ from reference.data import SpeechDataset, make_loader as ref_make_loader  # noqa
 from reference.train import Training  # noqa: E402
 
 PHASES = ("data", "forward", "backward", "optimizer")
+
+
+def no_phase(name):
+    return contextlib.nullcontext()
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -82,8 +85,9 @@ def parse_args(argv=None):
                         help="run both real trainers to the target instead of the throughput steps")
     parser.add_argument("--output_dir", default="runs/compare_reference",
                         help="where --time_to_target writes the two MLPerf logs (a new subfolder per call)")
-    parser.add_argument("--nproc", type=int, default=None, help="--time_to_target: benchmark processes (torchrun, "
-                        "gloo), each with --batch_size / nproc utterances per step (None: config_CPU.sh's NPROC)")
+    parser.add_argument("--nproc", type=int, default=None, help="benchmark processes of the job compared (torchrun, "
+                        "gloo, --batch_size utterances each); the reference gets their global batch "
+                        "(None: config_CPU.sh's NPROC)")
     args, recipe = parser.parse_known_args(argv)
     for name in ("steps", "repeats", "nproc"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -94,15 +98,23 @@ def parse_args(argv=None):
     return args, recipe
 
 
-def build_recipes(base_flags, recipe_flags):
+def build_recipes(base_flags, recipe_flags, nproc):
     """(benchmark argv, reference argv, benchmark-only flags) for `base_flags` (name -> value) updated by
-    `recipe_flags` (argv words): a flag given there replaces the base's value."""
+    `recipe_flags` (argv words): a flag given there replaces the base's value. The flags are benchmark.train's
+    (--batch_size per process); the reference, one process, gets the global batch of `nproc` such processes."""
     final = dict(base_flags)
     final.update(split_flags(list(recipe_flags)))
     known = set(ref_config_module.flag_names())
     bench_argv = [f"--{n}={v}" for n, v in final.items()]
-    ref_argv = [f"--{n}={v}" for n, v in final.items() if n in known]
+    global_batch = make_plan(bench_config_module.parse_config(bench_argv), job_context(nproc)).global_batch
+    reference = final | {"batch_size": str(global_batch)}
+    ref_argv = [f"--{n}={v}" for n, v in reference.items() if n in known]
     return bench_argv, ref_argv, {n: v for n, v in final.items() if n not in known}
+
+
+def job_context(nproc):
+    """Rank 0 of the benchmark's job: nproc processes on one node."""
+    return DistContext(world_size=nproc, local_world_size=nproc)
 
 
 # ---------------------------------------------------------------------------------------------- timing
@@ -123,23 +135,13 @@ class PhaseTimer:
 
 
 class BenchmarkSteps:
-    """benchmark.train's training step, built from the benchmark's own modules as Trainer.build does."""
+    """benchmark.train's training step, Trainer.train_step, on a trainer built from the run plan."""
     name = "benchmark"
 
-    def __init__(self, config, utterances, steps_per_epoch, device):
-        self.config, self.device = config, device
-        spec = FeatureSpec(config.features, config.n_mels)
-        self.loader = bench_make_loader(config, utterances, spec, device, train=True)
-        torch.manual_seed(config.seed)
-        self.model = BenchmarkModel(spec.num_features, conv_channels=config.conv_channels,
-                                    time_stride=config.time_stride, rnn_type=config.rnn_type,
-                                    rnn_hidden_size=config.rnn_hidden_size, rnn_layers=config.rnn_layers).to(device)
-        self.optimizer = build_optimizer(config, self.model)
-        self.scheduler = build_scheduler(config, self.optimizer,
-                                         steps_per_epoch * (config.schedule_epochs or config.max_epochs))
-        self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
-        self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.amp]
-        self.model.train()
+    def __init__(self, plan, utterances):
+        self.loader = plan.build_loader(utterances, train=True)
+        self.trainer = Trainer(plan)
+        self.trainer.training_model.train()
 
     def batches(self, index_batches):
         return iter(self.loader.batches(index_batches))
@@ -148,25 +150,11 @@ class BenchmarkSteps:
     def size(batch):
         return batch.features.shape[0]
 
-    def forward(self, batch):
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
-            logits, output_lengths = self.model(batch.features, batch.feature_lengths)
-        return ctc_loss(logits, output_lengths, batch)
-
-    def backward(self, loss):
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-
-    def optimizer_step(self, loss):
-        self.scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip_norm or float("inf"))
-        loss_ok, grads_ok = torch.stack([torch.isfinite(loss), torch.isfinite(norm)]).tolist()
-        if loss_ok and grads_ok:
-            self.scaler.step(self.optimizer)
-            loss.item()
-        self.scaler.update()
-        self.scheduler.step()
+    def step(self, batch, phase=no_phase):
+        result = self.trainer.train_step(batch, phase=phase)
+        if result.applied:
+            with phase("optimizer"):
+                result.loss.item()   # what the training loop reads of every applied step
 
 
 class ReferenceSteps:
@@ -178,7 +166,6 @@ class ReferenceSteps:
         self.training = Training(config, ref_features.num_features(config.features, config.n_mels),
                                  steps_per_epoch, device)
         self.training.model.train()
-        self.forward, self.backward = self.training.loss, self.training.backward
 
     def batches(self, index_batches):
         dataset = SpeechDataset(self.utterances, self.config.features, self.config.n_mels)
@@ -188,30 +175,27 @@ class ReferenceSteps:
     def size(batch):
         return batch[0].shape[0]
 
-    def optimizer_step(self, loss):
-        if self.training.optimizer_step(loss.detach()):
-            loss.item()
+    def step(self, batch, phase=no_phase):
+        with phase("forward"):
+            loss = self.training.loss(batch)
+        with phase("backward"):
+            self.training.backward(loss)
+        with phase("optimizer"):
+            if self.training.optimizer_step(loss.detach()):
+                loss.item()
 
 
 def timed_steps(runner, index_batches, warmup, device):
     """Run warm-up then timed steps on `index_batches`; returns (seconds, per-phase seconds, utterances)."""
     batches = runner.batches(index_batches)
     for _ in range(warmup):
-        batch = next(batches)
-        loss = runner.forward(batch)
-        runner.backward(loss)
-        runner.optimizer_step(loss)
+        runner.step(next(batches))
     timer, utterances = PhaseTimer(device), 0
     start = time.perf_counter()
     for _ in tqdm(range(len(index_batches) - warmup), desc=f"{runner.name} timed steps", leave=False):
         with timer("data"):
             batch = next(batches)
-        with timer("forward"):
-            loss = runner.forward(batch)
-        with timer("backward"):
-            runner.backward(loss)
-        with timer("optimizer"):
-            runner.optimizer_step(loss)
+        runner.step(batch, timer)
         utterances += runner.size(batch)
     return time.perf_counter() - start, timer.seconds, utterances
 
@@ -220,10 +204,7 @@ def profile_table(runner, index_batches, rows=12):
     batches = runner.batches(index_batches)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
         for _ in index_batches:
-            batch = next(batches)
-            loss = runner.forward(batch)
-            runner.backward(loss)
-            runner.optimizer_step(loss)
+            runner.step(next(batches))
     return profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48)
 
 
@@ -237,13 +218,15 @@ def machine_line(device):
 def throughput(args, bench_argv, ref_argv):
     bench_config = bench_config_module.parse_config(bench_argv)
     ref_config = ref_config_module.parse_config(ref_argv)
-    device = torch.device("cuda", 0) if torch.cuda.is_available() and bench_config.num_gpus != 0 \
-        else torch.device("cpu")
-    torch.set_num_threads(bench_config.num_threads or os.cpu_count() or 1)
     utterances = read_manifests(bench_config.train_data_dir)
     if bench_config.max_duration:
         utterances = filter_by_duration(utterances, bench_config.max_duration)
-    sampler = TrainBatchSampler([u.duration for u in utterances], bench_config.batch_size, seed=bench_config.seed)
+    # Both train in this process on the same batches: the benchmark's plan for one process at the job's
+    # global batch (the reference's --batch_size).
+    plan = make_plan(replace(bench_config, batch_size=ref_config.batch_size), DistContext(), len(utterances))
+    device = plan.device
+    torch.set_num_threads(bench_config.num_threads or os.cpu_count() or 1)
+    sampler = plan.build_sampler([u.duration for u in utterances])
     total = args.warmup_steps + args.steps
     index_batches = sampler.epoch_batches(2)[:total]
     if len(index_batches) < total:
@@ -251,19 +234,20 @@ def throughput(args, bench_argv, ref_argv):
                          f"--warmup_steps + --steps = {total}")
     audio_seconds = sum(utterances[i].duration for b in index_batches[args.warmup_steps:] for i in b)
     print(machine_line(device), flush=True)
-    print(f"data: {bench_config.train_data_dir}, {args.steps} timed steps of {bench_config.batch_size} utterances "
+    print(f"data: {bench_config.train_data_dir}, {args.steps} timed steps of {plan.global_batch} utterances "
           f"({audio_seconds:.0f} s of audio) after {args.warmup_steps} warm-up steps", flush=True)
     best = {}
     for repeat in range(args.repeats):
-        for cls, config in ((ReferenceSteps, ref_config), (BenchmarkSteps, bench_config)):
-            runner = cls(config, utterances, len(sampler), device)
+        for make in (lambda: ReferenceSteps(ref_config, utterances, plan.steps_per_epoch, device),
+                     lambda: BenchmarkSteps(plan, utterances)):
+            runner = make()
             seconds, phases, count = timed_steps(runner, index_batches, args.warmup_steps, device)
-            print(f"  repeat {repeat + 1} {cls.name}: {seconds:.1f} s, {count / seconds:.2f} utt/s", flush=True)
-            if cls.name not in best or seconds < best[cls.name][0]:
-                best[cls.name] = (seconds, phases, count)
+            print(f"  repeat {repeat + 1} {runner.name}: {seconds:.1f} s, {count / seconds:.2f} utt/s", flush=True)
+            if runner.name not in best or seconds < best[runner.name][0]:
+                best[runner.name] = (seconds, phases, count)
             if args.torch_profiler and repeat == args.repeats - 1:
                 extra = sampler.epoch_batches(3)[:args.torch_profiler]
-                print(f"\n{cls.name}: busiest operators over {len(extra)} steps (torch.profiler, self CPU time)")
+                print(f"\n{runner.name}: busiest operators over {len(extra)} steps (torch.profiler, self CPU time)")
                 print(profile_table(runner, extra), flush=True)
             del runner
     print_throughput(best, args.steps, audio_seconds)
@@ -285,36 +269,22 @@ def print_throughput(best, steps, audio_seconds):
 
 
 # ------------------------------------------------------------------------------------------ to target
-def read_events(path):
-    return [json.loads(line.split(":::MLLOG ", 1)[1]) for line in open(path) if ":::MLLOG " in line]
-
-
 def summarize_run(path):
-    events = read_events(path)
+    records, _ = read_log(path)
     first = {}
-    for e in events:
-        first.setdefault(e["key"], e)
-    starts = {e["metadata"]["epoch_num"]: e["time_ms"] for e in events if e["key"] == "epoch_start"}
-    stops = {e["metadata"]["epoch_num"]: e["time_ms"] for e in events if e["key"] == "epoch_stop"}
+    for r in records:
+        first.setdefault(r.key, r)
+    starts = {r.metadata[Key.EPOCH_NUM]: r.time_ms for r in records if r.key == Key.EPOCH_START}
+    stops = {r.metadata[Key.EPOCH_NUM]: r.time_ms for r in records if r.key == Key.EPOCH_STOP}
     epoch_seconds = sum((stops[n] - starts[n]) / 1000 for n in stops if n in starts)
-    wers = [e["value"] for e in events if e["key"] == "eval_accuracy"]
-    if "run_start" not in first or "run_stop" not in first:
+    wers = [r.value for r in records if r.key == Key.EVAL_ACCURACY]
+    if Key.RUN_START not in first or Key.RUN_STOP not in first:
         return {"status": "no run_stop (crashed?)", "seconds": float("nan"), "epochs": len(wers),
                 "wer": wers[-1] if wers else float("nan"), "utt_per_s": float("nan")}
-    return {"status": first["run_stop"]["metadata"].get("status"), "epochs": len(wers),
-            "seconds": (first["run_stop"]["time_ms"] - first["run_start"]["time_ms"]) / 1000,
+    return {"status": first[Key.RUN_STOP].metadata.get(Key.STATUS), "epochs": len(wers),
+            "seconds": (first[Key.RUN_STOP].time_ms - first[Key.RUN_START].time_ms) / 1000,
             "wer": wers[-1] if wers else float("nan"),
-            "utt_per_s": first["train_samples"]["value"] * len(stops) / epoch_seconds if epoch_seconds else float("nan")}
-
-
-def per_process_batch(argv, nproc):
-    """Recipe argv with --batch_size (global) divided among nproc ranks, as config_CPU.sh's BATCH_SIZE x NPROC."""
-    flags = dict(split_flags(argv))
-    batch = int(flags["batch_size"])
-    if batch % nproc:
-        raise SystemExit(f"error: --batch_size {batch} does not split evenly among --nproc {nproc} processes")
-    flags["batch_size"] = str(batch // nproc)
-    return [f"--{n}={v}" for n, v in flags.items()]
+            "utt_per_s": first[Key.TRAIN_SAMPLES].value * len(stops) / epoch_seconds if epoch_seconds else float("nan")}
 
 
 def time_to_target(args, bench_argv, ref_argv):
@@ -326,7 +296,7 @@ def time_to_target(args, bench_argv, ref_argv):
     launchers = {"reference": [sys.executable, "-m", "reference.train"],
                  "benchmark": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
                                f"--nproc_per_node={args.nproc}", "-m", "benchmark.train"]}
-    for name, argv in (("reference", ref_argv), ("benchmark", per_process_batch(bench_argv, args.nproc))):
+    for name, argv in (("reference", ref_argv), ("benchmark", bench_argv)):
         log_file = out / f"{name}_mlperf_log.txt"
         command = [*launchers[name], *argv, f"--log_file={log_file}", f"--output_dir={out / name}"]
         print(f"\n$ {' '.join(command)}", flush=True)
@@ -349,7 +319,7 @@ def main(argv=None):
     args, recipe = parse_args(argv)
     cpu = system_recipe("CPU")
     args.nproc = args.nproc or cpu.nproc
-    bench_argv, ref_argv, bench_only = build_recipes(cpu.flags, recipe)
+    bench_argv, ref_argv, bench_only = build_recipes(cpu.flags, recipe, args.nproc)
     print("recipe (benchmark): " + " ".join(bench_argv))
     print("benchmark-only flags (the reference is float32 with the torch DataLoader): "
           + (", ".join(f"--{n} {v}" for n, v in bench_only.items()) or "none"), flush=True)

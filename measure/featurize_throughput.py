@@ -26,11 +26,12 @@ os.environ.setdefault("GOMP_SPINCOUNT", "20000")   # bounded OpenMP spin, as scr
 import soundfile  # noqa: E402
 import torch  # noqa: E402
 
-from benchmark.data.loaders import dali_available  # noqa: E402
+from benchmark.config import TrainConfig  # noqa: E402
+from benchmark.data.backends import BACKENDS, dali_available  # noqa: E402
 from benchmark.data.manifest import read_manifests  # noqa: E402
 from benchmark.data.sampler import eval_batches  # noqa: E402
-from benchmark.data.torch_loader import TorchLoader  # noqa: E402
 from benchmark.features import SAMPLE_RATE, FeatureSpec  # noqa: E402
+from benchmark.plan import make_plan  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -55,20 +56,14 @@ def parse_args(argv=None):
 
 
 def available_backends():
-    backends = ["torch"]
-    if dali_available():
-        backends.append("dali_cpu")
-        if torch.cuda.is_available():
-            backends.append("dali_gpu")
-    return backends
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    return [name for name in ("torch", "dali_cpu", "dali_gpu") if not BACKENDS[name].unavailable(device_type)]
 
 
 def make(backend, utterances, spec, workers):
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if backend == "torch":
-        return TorchLoader(utterances, spec, device, num_workers=workers)
-    from benchmark.data.dali_loader import DaliLoader
-    return DaliLoader(utterances, spec, device, num_threads=workers, on_gpu=backend == "dali_gpu")
+    """The backend's evaluation loader, from the run plan of a config with these data flags."""
+    config = TrainConfig(data_backend=backend, num_workers=workers, features=spec.kind, n_mels=spec.n_mels)
+    return make_plan(config).build_loader(utterances, train=False)
 
 
 def cpu_seconds():

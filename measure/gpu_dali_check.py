@@ -24,7 +24,7 @@ os.environ.setdefault("GOMP_SPINCOUNT", "20000")   # bounded OpenMP spin, as scr
 import soundfile  # noqa: E402
 import torch  # noqa: E402
 
-from benchmark.data.loaders import dali_available  # noqa: E402
+from benchmark.data.backends import dali_available  # noqa: E402
 from benchmark.data.manifest import read_manifests  # noqa: E402
 from benchmark.data.sampler import eval_batches  # noqa: E402
 from benchmark.data.torch_loader import load_audio  # noqa: E402
@@ -110,20 +110,20 @@ def main(argv=None):
     ok, rows = True, []
     for spec in (FeatureSpec("spectrogram"), FeatureSpec("logmel", 80)):
         print(f"{spec.kind} ({spec.num_features} features):")
-        cpu = DaliLoader(utterances, spec, "cpu", num_threads=args.threads)
+        cpu = DaliLoader(utterances, spec, "cpu", workers=args.threads)
         cpu_batches = list(cpu.batches(index_batches))
         ok &= compare("dali_cpu", cpu_batches, index_batches, utterances, spec)
         row = {"features": f"{spec.kind}{spec.num_features}",
                "dali_cpu": throughput(cpu, index_batches, audio_seconds, args.repeats)}
         if has_gpu:
-            gpu = DaliLoader(utterances, spec, "cuda", num_threads=args.threads, on_gpu=True)
+            gpu = DaliLoader(utterances, spec, "cuda", workers=args.threads, on_gpu=True)
             gpu_batches = [b.to("cpu") for b in gpu.batches(index_batches)]
             ok &= compare("dali_gpu", gpu_batches, index_batches, utterances, spec, against=cpu_batches)
             first = next(iter(gpu.batches(index_batches[:1])))
             if not (first.features.is_cuda and first.targets.is_cuda):
                 print("  FAIL dali_gpu: batch is not on the GPU")
                 ok = False
-            perturbed = DaliLoader(utterances, spec, "cuda", num_threads=args.threads, on_gpu=True,
+            perturbed = DaliLoader(utterances, spec, "cuda", workers=args.threads, on_gpu=True,
                                    speed_perturbation=(0.9, 1.1))
             frames = sum(int(b.feature_lengths.sum()) for b in perturbed.batches(index_batches))
             plain = sum(int(b.feature_lengths.sum()) for b in cpu_batches)

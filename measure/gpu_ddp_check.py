@@ -3,10 +3,11 @@
 Usage (on a machine with a CUDA GPU; one process is enough, it joins a 1-rank NCCL group itself):
   python measure/gpu_ddp_check.py [--batch_size 64] [--frames 1000] [--steps 20]
 
-For fp32, bf16 and fp16 autocast it builds the full DeepSpeech2 (5 x BiLSTM-800, cuDNN), wraps it in DDP
-over NCCL, trains --steps steps on a fixed random batch with the benchmark's own CTC loss, optimizer and
-GradScaler, all-reduces word-error counts through benchmark.metrics (the NCCL path of the global WER),
-and prints the loss trend and utterances/s. Exit status 1 when the loss does not fall or is not finite.
+For fp32, bf16 and fp16 autocast it makes the run plan of the full DeepSpeech2 (5 x BiLSTM-800, cuDNN),
+whose trainer wraps the model in DDP over the NCCL group, trains --steps steps of Trainer.train_step (the
+benchmark's own step: CTC loss, optimizer, GradScaler, clipping, finiteness check) on a fixed random
+batch, all-reduces word-error counts through benchmark.metrics (the NCCL path of the global WER), and
+prints the loss trend and utterances/s. Exit status 1 when the loss does not fall or is not finite.
 """
 import argparse
 import os
@@ -23,9 +24,8 @@ from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from benchmark.config import TrainConfig  # noqa: E402
 from benchmark.data.batch import Batch  # noqa: E402
 from benchmark.metrics import WordErrorCounter  # noqa: E402
-from benchmark.model import DeepSpeech2  # noqa: E402
-from benchmark.optim import build_optimizer  # noqa: E402
-from benchmark.train import ctc_loss  # noqa: E402
+from benchmark.plan import make_plan  # noqa: E402
+from benchmark.trainer import Trainer  # noqa: E402
 
 
 def fixed_batch(batch_size, frames, device):
@@ -57,28 +57,19 @@ def main():
     batch = fixed_batch(args.batch_size, args.frames, device)
     ok = True
     for amp in ("off", "bf16", "fp16"):
-        config = TrainConfig(train_data_dir="-", eval_data_dir="-", amp=amp, learning_rate=3e-4)
-        torch.manual_seed(1)
-        model = DeepSpeech2(161).to(device)
-        ddp = DistributedDataParallel(model, device_ids=[0])
-        optimizer = build_optimizer(config, model)
-        scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
-        dtype = {"off": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+        config = TrainConfig(train_data_dir="-", eval_data_dir="-", amp=amp, learning_rate=3e-4,
+                             batch_size=args.batch_size, lr_schedule="constant", warmup_fraction=0.0)
+        plan = make_plan(config, num_train_utterances=args.batch_size * (args.steps + 3))
+        trainer = Trainer(plan)
+        if not isinstance(trainer.training_model, DistributedDataParallel):
+            print("FAIL: the trainer did not wrap the model in DDP over the NCCL group")
+            ok = False
         losses = []
         for step in range(args.steps + 3):
             if step == 3:
                 torch.cuda.synchronize()
                 start = time.perf_counter()
-            with torch.autocast("cuda", dtype=dtype, enabled=amp != "off"):
-                logits, output_lengths = ddp(batch.features, batch.feature_lengths)
-            loss = ctc_loss(logits, output_lengths, batch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            scaler.step(optimizer)
-            scaler.update()
-            losses.append(loss.item())
+            losses.append(trainer.train_step(batch).loss.item())
         torch.cuda.synchronize()
         seconds = time.perf_counter() - start
         counter = WordErrorCounter()

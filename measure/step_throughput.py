@@ -6,17 +6,20 @@ Usage:
   python measure/step_throughput.py --steps 6 --batch_size 32 --seconds 8 --amps off,bf16 --procs 1,2
   python measure/step_throughput.py --help
 
-What is timed: full training steps (forward with autocast, fp32 CTC loss, backward, DDP gradient all-reduce,
-gradient clipping, fused AdamW) of benchmark.model.DeepSpeech2 on a fixed random batch of `--batch_size`
-utterances of `--seconds` seconds per process, after `--warmup` untimed steps; no data loading (see
-measure/featurize_throughput.py for that). With P processes each gets cores/P threads, every process
-keeps its batch size (as NPROC does in config_CPU.sh), and throughput counts the utterances of all ranks.
+What is timed: benchmark.trainer.Trainer.train_step, the training step of benchmark.train (forward with
+autocast, fp32 CTC loss, backward, DDP gradient all-reduce, gradient clipping, finiteness check, fused
+AdamW, schedule), built from the run plan of config_CPU.sh's recipe with the model flags below, on a fixed
+random batch of `--batch_size` utterances of `--seconds` seconds per process, after `--warmup` untimed
+steps; no data loading (see measure/featurize_throughput.py for that). With P processes each gets
+cores/P threads, every process keeps its batch size (as NPROC does in config_CPU.sh), and throughput
+counts the utterances of all ranks.
 Peak: the best of a few 2048^3 torch.matmul in fp32 and in bf16 using every core. Model FLOPs per step:
 torch.utils.flop_counter.FlopCounterMode over one forward+backward, except the recurrent layers, which are
 counted analytically (gate matmuls, backward = 2 x forward) because oneDNN's fused LSTM hides its matmuls
 from the counter. Shared machines make every figure noisy: run it nice'd, compare ratios from one run.
 """
 import argparse
+from dataclasses import replace
 import json
 import os
 from pathlib import Path
@@ -31,21 +34,19 @@ os.environ.setdefault("GOMP_SPINCOUNT", "20000")   # bounded OpenMP spin, as scr
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from benchmark.config import parse_config  # noqa: E402
 from benchmark.data.batch import Batch  # noqa: E402
-from benchmark.features import FeatureSpec  # noqa: E402
-from benchmark.model import DeepSpeech2  # noqa: E402
-from benchmark.optim import build_optimizer  # noqa: E402
+from benchmark.distributed import DistContext  # noqa: E402
+from benchmark.plan import AUTOCAST_DTYPES, make_plan  # noqa: E402
 from benchmark.text import NUM_CLASSES  # noqa: E402
-from benchmark.train import ctc_loss  # noqa: E402
+from benchmark.trainer import Trainer, ctc_loss  # noqa: E402
 from measure.system_recipe import system_recipe  # noqa: E402
 
 FRAMES_PER_SECOND = 100          # 10 ms hop
 CHARACTERS_PER_SECOND = 14       # about LibriSpeech's speaking rate
-AMP_DTYPES = {"off": torch.float32, "bf16": torch.bfloat16}
+MODEL_FLAGS = ("rnn_type", "rnn_hidden_size", "rnn_layers", "conv_channels", "time_stride", "features", "n_mels")
 
 
 def parse_args(argv=None):
@@ -55,32 +56,34 @@ def parse_args(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (oneDNN primitive caches)")
-    parser.add_argument("--batch_size", type=int, default=cpu.batch_size // (recipe.nproc * recipe.nnodes),
+    parser.add_argument("--batch_size", type=int, default=cpu.batch_size,
                         help="utterances per process per step (config_CPU.sh's BATCH_SIZE)")
     parser.add_argument("--seconds", type=float, default=3.6, help="duration of every utterance")
     parser.add_argument("--amps", default="off,bf16", help="autocast modes to compare (off = fp32)")
     parser.add_argument("--procs", default="1,2", help="process counts to compare (DDP over gloo when > 1)")
     parser.add_argument("--cores", type=int, default=os.cpu_count(), help="cores shared by the processes")
-    for name in ("rnn_type", "rnn_hidden_size", "rnn_layers", "conv_channels", "time_stride", "features", "n_mels"):
+    for name in MODEL_FLAGS:
         parser.add_argument(f"--{name}", type=type(getattr(cpu, name)), default=getattr(cpu, name),
                             help="model flag as in benchmark.train (config_CPU.sh's)")
     args = parser.parse_args(argv)
-    args.optimizer_config = cpu   # config_CPU.sh's optimizer and learning rate
+    args.recipe = cpu   # config_CPU.sh's optimizer, learning rate and the rest
     args.amps = args.amps.split(",")
     args.procs = [int(p) for p in args.procs.split(",")]
     for amp in args.amps:
-        if amp not in AMP_DTYPES:
-            parser.error(f"--amps: {amp!r} is not one of {','.join(AMP_DTYPES)} (fp16 is a GPU mode)")
+        if amp not in AUTOCAST_DTYPES or amp == "fp16":
+            parser.error(f"--amps: {amp!r} is not one of off,bf16 (fp16 is a GPU mode)")
     if args.steps < 1 or args.batch_size < 1 or args.seconds <= 0 or min(args.procs) < 1:
         parser.error("--steps, --batch_size, --seconds and --procs must be positive")
     return args
 
 
-def build_model(args):
-    spec = FeatureSpec(args.features, args.n_mels)
-    model = DeepSpeech2(spec.num_features, conv_channels=args.conv_channels, time_stride=args.time_stride,
-                        rnn_type=args.rnn_type, rnn_hidden_size=args.rnn_hidden_size, rnn_layers=args.rnn_layers)
-    return model, spec
+def step_plan(args, amp="off", rank=0, world_size=1):
+    """The run plan of one process: config_CPU.sh's recipe with this script's model, batch and amp flags,
+    on the CPU, with this process's share of --cores; the schedule spans the steps this script takes."""
+    config = replace(args.recipe, **{name: getattr(args, name) for name in MODEL_FLAGS}, batch_size=args.batch_size,
+                     amp=amp, num_gpus=0, num_threads=max(1, args.cores // world_size))
+    utterances = world_size * args.batch_size * (args.warmup + args.steps)
+    return make_plan(config, DistContext(rank, rank, world_size, world_size), num_train_utterances=utterances)
 
 
 def random_batch(args, spec, seed):
@@ -106,8 +109,9 @@ def rnn_flops(model, batch):
 
 def step_flops(args):
     """Model FLOPs of one training step of one process (forward + backward)."""
-    model, spec = build_model(args)
-    batch = random_batch(args, spec, seed=0)
+    plan = step_plan(args)
+    model = plan.build_model()
+    batch = random_batch(args, plan.feature_spec, seed=0)
     with FlopCounterMode(display=False) as counter:
         logits, lengths = model(batch.features, batch.feature_lengths)
         ctc_loss(logits, lengths, batch).backward()
@@ -129,34 +133,25 @@ def matmul_peak(dtype, threads, n=2048, repeats=5):
 
 
 def worker(rank, args, amp, world_size, port, result_file):
-    threads = max(1, args.cores // world_size)
-    torch.set_num_threads(threads)
     if world_size > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
-    torch.manual_seed(1)
-    model, spec = build_model(args)
-    trained = DistributedDataParallel(model) if world_size > 1 else model
-    optimizer = build_optimizer(args.optimizer_config, model)
-    batch = random_batch(args, spec, seed=rank)
+    plan = step_plan(args, amp, rank, world_size)
+    torch.set_num_threads(plan.threads)
+    trainer = Trainer(plan)
+    batch = random_batch(args, plan.feature_spec, seed=rank)
     times = []
     for step in range(args.warmup + args.steps):
         if world_size > 1:
             dist.barrier()
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=AMP_DTYPES[amp], enabled=amp != "off"):
-            logits, lengths = trained(batch.features, batch.feature_lengths)
-        loss = ctc_loss(logits, lengths, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
+        result = trainer.train_step(batch)
         if world_size > 1:
             dist.barrier()
         if step >= args.warmup:
             times.append(time.perf_counter() - start)
     if rank == 0:
         Path(result_file).write_text(json.dumps({"seconds_per_step": sorted(times)[len(times) // 2],
-                                                 "threads": threads, "loss": loss.item()}))
+                                                 "threads": plan.threads, "loss": result.loss.item()}))
     if world_size > 1:
         dist.destroy_process_group()
 
@@ -181,9 +176,10 @@ def main(argv=None):
           f"{args.conv_channels}, stride {args.time_stride}, {args.features} {args.n_mels}; per process "
           f"{args.batch_size} utterances x {args.seconds:g} s; median of {args.steps} steps after {args.warmup}",
           flush=True)
-    peaks = {amp: matmul_peak(AMP_DTYPES[amp], args.cores) for amp in args.amps}
+    dtypes = {amp: AUTOCAST_DTYPES[amp] or torch.float32 for amp in args.amps}
+    peaks = {amp: matmul_peak(dtypes[amp], args.cores) for amp in args.amps}
     for amp, peak in peaks.items():
-        print(f"matmul peak {str(AMP_DTYPES[amp]).removeprefix('torch.'):9s} {peak / 1e9:8.1f} GFLOP/s", flush=True)
+        print(f"matmul peak {str(dtypes[amp]).removeprefix('torch.'):9s} {peak / 1e9:8.1f} GFLOP/s", flush=True)
     flops = step_flops(args)
     print(f"model FLOPs per step and process: {flops / 1e9:.1f} GFLOP (forward + backward)", flush=True)
     print(f"{'amp':5s} {'procs':>5s} {'thr/proc':>8s} {'s/step':>7s} {'utt/s':>7s} {'audio s/s':>9s} "

@@ -2,13 +2,15 @@
 
 Usage (from another script in measure/):
   from measure.system_recipe import system_recipe   # with the repository root on sys.path
-  recipe = system_recipe("CPU")   # recipe.flags: {'rnn_type': 'lstm', ..., 'batch_size': '16'}; recipe.nproc: 2
+  recipe = system_recipe("CPU")   # recipe.flags: {'rnn_type': 'lstm', ..., 'batch_size': '8'}; recipe.nproc: 2
+  plan = recipe.plan()            # benchmark.plan's RunPlan of rank 0 of that job: plan.global_batch == 16
 
 The recipe comes from `DRY_RUN=1 SYSTEM=<system> ./run_and_time.sh`, the launch command a real run would
 execute, so these scripts measure config_<SYSTEM>.sh as it is instead of a copy that drifts from it. As
 with run_and_time.sh, variables set in the environment override the config (`RNN_LAYERS=2`).
-Per-run launcher flags (seed, log file, output folder, system name, GPU count) are left out, manifest paths
-are made absolute, and --batch_size is the global batch: BATCH_SIZE x NPROC x NNODES.
+Per-run launcher flags (seed, log file, output folder, system name, GPU count) are left out and manifest
+paths are made absolute; the flags are benchmark.train's, so --batch_size is per process (BATCH_SIZE) and
+the run plan says what follows from them (global batch, steps per epoch, ...).
 """
 from dataclasses import dataclass
 import os
@@ -23,12 +25,23 @@ MANIFEST_FLAGS = ("train_data_dir", "eval_data_dir")
 
 @dataclass
 class Recipe:
-    flags: dict    # benchmark.train flag name -> value text; batch_size is the global batch
+    flags: dict    # benchmark.train flag name -> value text, as the launch line has them
     nproc: int     # processes per node (NPROC)
     nnodes: int    # nodes (NNODES)
 
     def argv(self):
         return [f"--{name}={value}" for name, value in self.flags.items()]
+
+    def context(self, rank=0):
+        """The DistContext of one process of this job."""
+        from benchmark.distributed import DistContext
+        return DistContext(rank, rank % self.nproc, self.nproc * self.nnodes, self.nproc)
+
+    def plan(self, argv=(), rank=0, num_train_utterances=None):
+        """The run plan of process `rank`, with `argv` (benchmark.train flags) overriding the recipe's."""
+        from benchmark.config import parse_config
+        from benchmark.plan import make_plan
+        return make_plan(parse_config([*self.argv(), *argv]), self.context(rank), num_train_utterances)
 
 
 def split_flags(argv):
@@ -51,7 +64,7 @@ def split_flags(argv):
 
 
 def parse_launch_command(line):
-    """One printed `torchrun ... -m benchmark.train --a=1 ...` line -> Recipe (global batch)."""
+    """One printed `torchrun ... -m benchmark.train --a=1 ...` line -> Recipe."""
     words = shlex.split(line)
     module = words.index("benchmark.train")
     launcher = dict(w[2:].split("=", 1) for w in words[1:module] if w.startswith("--") and "=" in w)
@@ -60,7 +73,6 @@ def parse_launch_command(line):
     for name in MANIFEST_FLAGS:
         if name in flags:
             flags[name] = ",".join(str(ROOT / p) if not os.path.isabs(p) else p for p in flags[name].split(","))
-    flags["batch_size"] = str(int(flags["batch_size"]) * nproc * nnodes)
     return Recipe({n: v for n, v in flags.items() if n not in PER_RUN_FLAGS}, nproc, nnodes)
 
 

@@ -19,12 +19,11 @@ import sys
 import time
 
 import torch
-from mlperf_logging.mllog import constants as C
 from torch import nn
 
 from benchmark.data.manifest import ManifestError, filter_by_duration, read_manifests
-from benchmark.mlperf_log import DATA_WAIT_SECONDS, NONFINITE_STEPS_SKIPPED, TARGET_WER, TRAIN_LOSS, MLPerfLogger
-from benchmark.optim import optimizer_hyperparameters
+from benchmark.mlperf_log import Key, MLPerfLogger, Status
+from benchmark.optim import optimizer_hyperparameters, schedule_steps
 from reference import features
 from reference.config import parse_config
 from reference.data import SortaGradSampler, SpeechDataset, make_loader
@@ -52,7 +51,7 @@ class Training:
                                         config.weight_decay, config.momentum)
         # Summed over the batch, then divided by its size; impossible alignments give 0, not inf.
         self.ctc = nn.CTCLoss(blank=BLANK, reduction="sum", zero_infinity=True)
-        self.total_steps = steps_per_epoch * (config.schedule_epochs or config.max_epochs)
+        self.total_steps = schedule_steps(config, steps_per_epoch)
         self.step = 0   # optimizer steps taken or skipped, for the learning-rate schedule
         self.consecutive_nonfinite = self.nonfinite_skipped = 0
 
@@ -148,16 +147,16 @@ def build(config):
     return train_utts, eval_utts, train_loader, eval_loader, training
 
 
-def log_init(log, config, train_utts, eval_utts, steps_per_epoch, device, threads):
+def log_init(log, config, train_utts, eval_utts, total_steps, device, threads):
     log.submission_info(org="ds2perf", platform=config.system)
-    log.event(C.SEED, config.seed)
-    log.event(C.GLOBAL_BATCH_SIZE, config.batch_size)
-    for key, value in optimizer_hyperparameters(config, steps_per_epoch).items():
+    log.event(Key.SEED, config.seed)
+    log.event(Key.GLOBAL_BATCH_SIZE, config.batch_size)
+    for key, value in optimizer_hyperparameters(config, total_steps).items():
         log.event(key, value)
-    log.event(TARGET_WER, config.target_wer)
-    log.event(C.TRAIN_SAMPLES, len(train_utts))
-    log.event(C.EVAL_SAMPLES, len(eval_utts))
-    log.event("model_config", {k: getattr(config, k) for k in (
+    log.event(Key.TARGET_WER, config.target_wer)
+    log.event(Key.TRAIN_SAMPLES, len(train_utts))
+    log.event(Key.EVAL_SAMPLES, len(eval_utts))
+    log.event(Key.MODEL_CONFIG, {k: getattr(config, k) for k in (
         "rnn_type", "rnn_hidden_size", "rnn_layers", "conv_channels", "time_stride", "features", "n_mels")}
         | {"amp": "off", "data_backend": "torch", "backend": "reference", "world_size": 1,
            "threads_per_process": threads, "device": str(device)})
@@ -178,40 +177,40 @@ def run(config):
               file=sys.stderr)
         return 2
     log = MLPerfLogger(log_file)
-    log.event(C.CACHE_CLEAR, True)
-    log.start(C.INIT_START)
+    log.event(Key.CACHE_CLEAR, True)
+    log.start(Key.INIT_START)
     train_utts, eval_utts, train_loader, eval_loader, training = build(config)
-    log_init(log, config, train_utts, eval_utts, len(train_loader), training.device, threads)
-    log.end(C.INIT_STOP)
-    log.start(C.RUN_START)
-    status, epoch = C.ABORTED, 0
+    log_init(log, config, train_utts, eval_utts, training.total_steps, training.device, threads)
+    log.end(Key.INIT_STOP)
+    log.start(Key.RUN_START)
+    status, epoch = Status.ABORTED, 0
     try:
         for epoch in range(1, config.max_epochs + 1):
             train_loader.batch_sampler.set_epoch(epoch)
-            log.start(C.EPOCH_START, metadata={C.EPOCH_NUM: epoch})
+            log.start(Key.EPOCH_START, metadata={Key.EPOCH_NUM: epoch})
             stats = training.train_epoch(train_loader, epoch)
-            log.end(C.EPOCH_STOP, metadata={C.EPOCH_NUM: epoch})
-            log.event(TRAIN_LOSS, stats["loss"], metadata={C.EPOCH_NUM: epoch})
-            log.event(DATA_WAIT_SECONDS, round(stats["data_wait"], 3),
-                      metadata={C.EPOCH_NUM: epoch, "epoch_seconds": round(stats["seconds"], 3),
+            log.end(Key.EPOCH_STOP, metadata={Key.EPOCH_NUM: epoch})
+            log.event(Key.TRAIN_LOSS, stats["loss"], metadata={Key.EPOCH_NUM: epoch})
+            log.event(Key.DATA_WAIT_SECONDS, round(stats["data_wait"], 3),
+                      metadata={Key.EPOCH_NUM: epoch, "epoch_seconds": round(stats["seconds"], 3),
                                 "fraction": round(stats["data_wait"] / stats["seconds"], 4)})
-            log.start(C.EVAL_START, metadata={C.EPOCH_NUM: epoch})
+            log.start(Key.EVAL_START, metadata={Key.EPOCH_NUM: epoch})
             wer = training.evaluate(eval_loader, eval_utts)
-            log.event(C.EVAL_ACCURACY, wer, metadata={C.EPOCH_NUM: epoch})
-            log.end(C.EVAL_STOP, metadata={C.EPOCH_NUM: epoch})
+            log.event(Key.EVAL_ACCURACY, wer, metadata={Key.EPOCH_NUM: epoch})
+            log.end(Key.EVAL_STOP, metadata={Key.EPOCH_NUM: epoch})
             print(f"epoch {epoch}: loss {stats['loss']:.3f}, WER {wer:.4f} (target {config.target_wer}), "
                   f"{stats['samples'] / stats['seconds']:.1f} utt/s, "
                   f"data wait {100 * stats['data_wait'] / stats['seconds']:.1f}%", flush=True)
             if wer <= config.target_wer:
-                status = C.SUCCESS
+                status = Status.SUCCESS
                 break
     except NonFiniteError as error:
         print(f"error: {error}; stopping with status aborted", file=sys.stderr, flush=True)
     finally:
-        log.event(NONFINITE_STEPS_SKIPPED, training.nonfinite_skipped)
-        log.end(C.RUN_STOP, metadata={C.STATUS: status, C.EPOCH_NUM: epoch})
+        log.event(Key.NONFINITE_STEPS_SKIPPED, training.nonfinite_skipped)
+        log.end(Key.RUN_STOP, metadata={Key.STATUS: status, Key.EPOCH_NUM: epoch})
         log.close()
-    return 0 if status == C.SUCCESS else EXIT_ABORTED
+    return 0 if status == Status.SUCCESS else EXIT_ABORTED
 
 
 def main(argv=None):

@@ -5,33 +5,24 @@ Usage: python scripts/mllog_seconds.py LOG            # e.g. 812.345
 Prints the seconds with millisecond precision (the log's resolution) and exits 0; exits 1 with a message
 when the log lacks either event (an interrupted run), so the caller can fall back to wall time.
 The status lets a launcher recover the training's outcome, which torchrun reduces to exit status 1.
-Lines that are not `:::MLLOG {json}` or do not parse are skipped: a truncated last line must not hide
-the events before it. Only the standard library is used.
+Records are read by benchmark.mlperf_log.read_log, which skips lines that do not parse: a truncated last
+line must not hide the events before it. Only the standard library is needed (no torch, no mllog).
 """
-import json
+import os
 import sys
 
-PREFIX = ":::MLLOG "
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchmark.mlperf_log import Key, read_log  # noqa: E402  (path set up above: runs as a plain script)
 
 
-def run_times(lines):
+def run_times(records):
     """(run_start time_ms, run_stop time_ms, run_stop status), None when absent; first start, last stop."""
     start = stop = status = None
-    for line in lines:
-        position = line.find(PREFIX)
-        if position < 0:
-            continue
-        try:
-            record = json.loads(line[position + len(PREFIX):])
-            key, time_ms = record["key"], float(record["time_ms"])
-        except (ValueError, KeyError, TypeError):
-            continue
-        if key == "run_start" and start is None:
-            start = time_ms
-        elif key == "run_stop":
-            stop = time_ms
-            metadata = record.get("metadata")
-            status = metadata.get("status") if isinstance(metadata, dict) else None
+    for record in records:
+        if record.key == Key.RUN_START and start is None:
+            start = record.time_ms
+        elif record.key == Key.RUN_STOP:
+            stop, status = record.time_ms, record.metadata.get(Key.STATUS)
     return start, stop, status
 
 
@@ -41,12 +32,11 @@ def main(argv):
     if len(argv) != 1:
         print(__doc__, file=sys.stderr)
         return 2
-    try:
-        with open(argv[0], encoding="utf-8", errors="replace") as log:
-            start, stop, status = run_times(log)
-    except OSError as error:
-        print(f"mllog_seconds: {error}", file=sys.stderr)
+    records, warnings = read_log(argv[0])
+    if not records and warnings and warnings[0].startswith("cannot read"):
+        print(f"mllog_seconds: {warnings[0]}", file=sys.stderr)
         return 1
+    start, stop, status = run_times(records)
     if want_status:
         if status is None:
             print(f"mllog_seconds: {argv[0]}: no run_stop with a status", file=sys.stderr)

@@ -5,11 +5,9 @@ scores are known in advance.
 """
 import contextlib
 
-from mlperf_logging.mllog import constants
 from mlperf_logging.mllog import mllog as mllog_impl
 
-from benchmark.mlperf_log import (DATA_WAIT_SECONDS, NONFINITE_STEPS_SKIPPED, TARGET_WER, TRAIN_LOSS,
-                                  MLPerfLogger)
+from benchmark.mlperf_log import Key, MLPerfLogger, Status
 
 START_MS = 1_700_000_000_000
 
@@ -45,7 +43,7 @@ def write_run_log(path, wers, *, target_wer=0.30, status="auto", epoch_minutes=1
     duplicate: keys logged twice; stop=False leaves the run without run_stop (an interrupted run).
     """
     if status == "auto":
-        status = constants.SUCCESS if wers and wers[-1] <= target_wer else constants.ABORTED
+        status = Status.SUCCESS if wers and wers[-1] <= target_wer else Status.ABORTED
     logger = MLPerfLogger(str(path), echo=False)
 
     def log(kind, key, value=None, metadata=None):
@@ -55,36 +53,36 @@ def write_run_log(path, wers, *, target_wer=0.30, status="auto", epoch_minutes=1
             getattr(logger, kind)(key, value, metadata)
 
     with fake_mllog_clock(start_ms) as clock:
-        log("event", constants.CACHE_CLEAR, True)
-        log("start", constants.INIT_START)
-        for key, value in [(constants.SUBMISSION_BENCHMARK, benchmark_name or "deepspeech2"),
-                           (constants.SUBMISSION_ORG, "ds2perf"), (constants.SUBMISSION_DIVISION, division),
-                           (constants.SUBMISSION_STATUS, "onprem"), (constants.SUBMISSION_PLATFORM, "CPU"),
-                           (constants.SEED, seed), (constants.GLOBAL_BATCH_SIZE, 32),
-                           (constants.OPT_NAME, "adamw"), (constants.OPT_BASE_LR, 5e-4),
-                           (constants.OPT_WEIGHT_DECAY, 1e-5), (constants.OPT_ADAMW_BETA_1, 0.9),
-                           (constants.OPT_ADAMW_BETA_2, 0.999), (constants.OPT_ADAMW_EPSILON, 1e-8),
-                           (constants.OPT_GRADIENT_CLIP_NORM, 400.0), (constants.OPT_LR_WARMUP_STEPS, 100),
-                           (TARGET_WER, target_wer), (constants.TRAIN_SAMPLES, 1000),
-                           (constants.EVAL_SAMPLES, eval_samples)]:
+        log("event", Key.CACHE_CLEAR, True)
+        log("start", Key.INIT_START)
+        for key, value in [(Key.SUBMISSION_BENCHMARK, benchmark_name or "deepspeech2"),
+                           (Key.SUBMISSION_ORG, "ds2perf"), (Key.SUBMISSION_DIVISION, division),
+                           (Key.SUBMISSION_STATUS, "onprem"), (Key.SUBMISSION_PLATFORM, "CPU"),
+                           (Key.SEED, seed), (Key.GLOBAL_BATCH_SIZE, 32),
+                           (Key.OPT_NAME, "adamw"), (Key.OPT_BASE_LR, 5e-4),
+                           (Key.OPT_WEIGHT_DECAY, 1e-5), (Key.OPT_ADAMW_BETA_1, 0.9),
+                           (Key.OPT_ADAMW_BETA_2, 0.999), (Key.OPT_ADAMW_EPSILON, 1e-8),
+                           (Key.OPT_GRADIENT_CLIP_NORM, 400.0), (Key.OPT_LR_WARMUP_STEPS, 100),
+                           (Key.TARGET_WER, target_wer), (Key.TRAIN_SAMPLES, 1000),
+                           (Key.EVAL_SAMPLES, eval_samples)]:
             log("event", key, value)
         clock.advance(init_minutes)
-        log("end", constants.INIT_STOP)
-        log("start", constants.RUN_START)
+        log("end", Key.INIT_STOP)
+        log("start", Key.RUN_START)
         for epoch, wer in enumerate(wers, 1):
             meta = {"epoch_num": epoch}
-            log("start", constants.EPOCH_START, metadata=meta)
+            log("start", Key.EPOCH_START, metadata=meta)
             clock.advance(epoch_minutes * 0.9)
-            log("event", DATA_WAIT_SECONDS, 1.5, meta)
-            log("event", TRAIN_LOSS, 100.0 / epoch, meta)
-            log("event", NONFINITE_STEPS_SKIPPED, 0, meta)
-            log("end", constants.EPOCH_STOP, metadata=meta)
-            log("start", constants.EVAL_START, metadata=meta)
+            log("event", Key.DATA_WAIT_SECONDS, 1.5, meta)
+            log("event", Key.TRAIN_LOSS, 100.0 / epoch, meta)
+            log("event", Key.NONFINITE_STEPS_SKIPPED, 0, meta)
+            log("end", Key.EPOCH_STOP, metadata=meta)
+            log("start", Key.EVAL_START, metadata=meta)
             clock.advance(epoch_minutes * 0.1)
-            log("event", constants.EVAL_ACCURACY, wer, meta)
-            log("end", constants.EVAL_STOP, metadata=meta)
+            log("event", Key.EVAL_ACCURACY, wer, meta)
+            log("end", Key.EVAL_STOP, metadata=meta)
         if stop:
-            log("end", constants.RUN_STOP,
+            log("end", Key.RUN_STOP,
                 metadata=run_stop_metadata if run_stop_metadata is not None else {"status": status})
     logger.close()
     return path

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.data.loaders import dali_available
+from benchmark.data.backends import dali_available
 from benchmark.data.manifest import Utterance, read_manifest
 from benchmark.data.torch_loader import load_audio
 from benchmark.features import FeatureSpec, compute_features, num_frames
@@ -37,7 +37,7 @@ def reference(utterance, spec):
 
 def dali_loader(utterances, spec, **kwargs):
     from benchmark.data.dali_loader import DaliLoader
-    return DaliLoader(utterances, spec, "cpu", num_threads=2, **kwargs)
+    return DaliLoader(utterances, spec, "cpu", workers=2, **kwargs)
 
 
 def assert_batch_matches(batch, indices, utterances, spec):
@@ -129,7 +129,7 @@ def test_bad_files_are_named(corpus, tmp_path):
 def test_dali_gpu_matches_dali_cpu(corpus, spec):
     from benchmark.data.dali_loader import DaliLoader
     order = [[16, 3, 0], [5, 1, 9, 12], [15]]
-    gpu = DaliLoader(corpus, spec, "cuda", num_threads=2, on_gpu=True)
+    gpu = DaliLoader(corpus, spec, "cuda", workers=2, on_gpu=True)
     cpu = dali_loader(corpus, spec)
     for g, c, indices in zip(gpu.batches(order), cpu.batches(order), order):
         assert g.features.is_cuda and g.feature_lengths.is_cuda

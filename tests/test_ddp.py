@@ -66,6 +66,13 @@ def test_two_processes_train_and_their_global_wer_equals_one_process_eval(tiny_c
     # Same utterances, same batches, rank 0's weights and batch-norm statistics: the same corpus WER exactly.
     assert result["wer"] == ddp_wer and result["errors"] / result["words"] == ddp_wer
     assert not (tmp_path / "unused.txt").exists()   # evaluation only: no MLPerf log
+    # --eval_only needs no training manifest: the same WER without --train_data_dir
+    no_train = [arg for arg in train_args(tiny_corpus, tmp_path / "unused.txt", model_dir, "--eval_only", "true")]
+    del no_train[no_train.index("--train_data_dir"):no_train.index("--train_data_dir") + 2]
+    alone = subprocess.run([sys.executable, *no_train], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                           env=env_with())
+    assert alone.returncode == 0, alone.stderr
+    assert f'"wer": {ddp_wer}' in alone.stdout
 
 
 def run_with_fault(tiny_corpus, tmp_path, fault, *extra):

@@ -3,6 +3,7 @@
 Backends are parametrized (lhotse style): the DALI ones skip with a reason where DALI is not installed.
 One test hides `nvidia.dali` behind an empty `nvidia` package on PYTHONPATH and trains with the fallback.
 """
+from dataclasses import fields
 import os
 import subprocess
 import sys
@@ -10,11 +11,12 @@ import sys
 import pytest
 import torch
 
-from benchmark.config import TrainConfig, parse_config
-from benchmark.data.loaders import dali_available, make_loader, resolve_backend
+from benchmark.config import ConfigError, TrainConfig, parse_config
+from benchmark.data.backends import BACKENDS as BACKEND_TABLE, BackendError, dali_available, resolve_backend
 from benchmark.data.manifest import read_manifest
 from benchmark.data.torch_loader import load_audio
 from benchmark.features import FeatureSpec, compute_features
+from benchmark.plan import make_plan
 from benchmark.text import encode
 
 from test_train_e2e import read_log, run_train
@@ -25,8 +27,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def loader_for(backend, utterances, spec, workers=1):
-    config = TrainConfig(data_backend=backend, num_workers=workers, seed=1)
-    return make_loader(config, utterances, spec, torch.device("cpu"), train=True)
+    config = TrainConfig(data_backend=backend, num_workers=workers, seed=1, features=spec.kind, n_mels=spec.n_mels,
+                         num_gpus=0)
+    plan = make_plan(config)
+    assert plan.backend.name == backend and plan.feature_spec == spec
+    return plan.build_loader(utterances, train=True)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -35,7 +40,7 @@ def test_backend_gives_the_batch_contract_in_the_given_order(tiny_corpus, backen
     spec = FeatureSpec("logmel", 40)
     order = [[5, 0, 11], [2], [15, 8, 3, 9]]
     loader = loader_for(backend, utterances, spec)
-    assert loader.name == backend
+    assert isinstance(loader, BACKEND_TABLE[backend].loader_class())
     batches = list(loader.batches(order))
     assert len(batches) == len(order)
     for batch, indices in zip(batches, order):
@@ -54,11 +59,20 @@ def test_backend_gives_the_batch_contract_in_the_given_order(tiny_corpus, backen
 @needs_dali
 @pytest.mark.dali
 def test_auto_picks_the_fastest_backend_and_dali_gpu_needs_a_gpu():
-    assert resolve_backend("auto", torch.device("cpu")) == "torch"      # see featurize_throughput.py
-    assert resolve_backend("auto", torch.device("cuda")) == "dali_gpu"
-    assert resolve_backend("dali_cpu", torch.device("cpu")) == "dali_cpu"
+    assert resolve_backend("auto", torch.device("cpu")).name == "torch"      # see featurize_throughput.py
+    assert resolve_backend("auto", torch.device("cuda")).name == "dali_gpu"
+    assert resolve_backend("dali_cpu", torch.device("cpu")).name == "dali_cpu"
     with pytest.raises(RuntimeError, match="needs a GPU"):
         resolve_backend("dali_gpu", torch.device("cpu"))
+
+
+def test_backend_table_gives_the_flag_choices_and_unknown_names_fail():
+    choices = next(f.metadata["choices"] for f in fields(TrainConfig) if f.name == "data_backend")
+    assert choices == ["auto", *BACKEND_TABLE]
+    assert {n for n, b in BACKEND_TABLE.items() if b.speed_perturbation} == {"dali_gpu", "dali_cpu"}
+    assert [n for n, b in BACKEND_TABLE.items() if b.needs_cuda] == ["dali_gpu"]
+    with pytest.raises(BackendError, match="unknown; choose one of auto, dali_gpu, dali_cpu, torch"):
+        resolve_backend("tpu", "cpu")
 
 
 @pytest.mark.parametrize("value,message", [("0.9", "LOW,HIGH"), ("1.1,0.9", "LOW <= HIGH"), ("a,b", "LOW,HIGH")])
@@ -72,14 +86,15 @@ def test_bad_speed_perturbation_named(value, message):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_speed_perturbation_reaches_dali_training_loaders_only(tiny_corpus, backend):
     utterances = read_manifest(tiny_corpus / "train.csv")
-    config = TrainConfig(data_backend=backend, num_workers=1, speed_perturbation="0.9,1.1")
-    spec = FeatureSpec("logmel", 40)
+    config = TrainConfig(data_backend=backend, num_workers=1, speed_perturbation="0.9,1.1", features="logmel",
+                         n_mels=40, num_gpus=0)
     if backend == "torch":
-        with pytest.raises(RuntimeError, match="needs a DALI backend"):
-            make_loader(config, utterances, spec, torch.device("cpu"), train=True)
+        with pytest.raises(ConfigError, match="needs a DALI backend"):
+            make_plan(config)
         return
-    train = make_loader(config, utterances, spec, torch.device("cpu"), train=True)
-    evaluation = make_loader(config, utterances, spec, torch.device("cpu"), train=False)
+    plan = make_plan(config)
+    train = plan.build_loader(utterances, train=True)
+    evaluation = plan.build_loader(utterances, train=False)
     assert train.speed_perturbation == (0.9, 1.1) and evaluation.speed_perturbation is None
 
 
@@ -115,10 +130,10 @@ try:
     raise SystemExit("nvidia.dali still importable")
 except ImportError:
     pass
-from benchmark.data.loaders import dali_available, resolve_backend
+from benchmark.data.backends import dali_available, resolve_backend
 assert not dali_available()
-assert resolve_backend("auto", torch.device("cpu")) == "torch"
-assert resolve_backend("auto", torch.device("cuda")) == "torch"
+assert resolve_backend("auto", torch.device("cpu")).name == "torch"
+assert resolve_backend("auto", torch.device("cuda")).name == "torch"
 try:
     resolve_backend("dali_cpu", torch.device("cpu"))
     raise SystemExit("dali_cpu accepted without DALI")

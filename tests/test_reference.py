@@ -2,7 +2,6 @@
 espeak-ng audio, model outputs, loss and gradients on the same weights and batch, optimizer steps, batch
 order, decoding and WER; and `python -m reference.train` runs an epoch and writes a compliant MLPerf log."""
 import importlib.util
-import json
 from pathlib import Path
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import soundfile
 import torch
 
 from benchmark import features as bench_features
+from benchmark import mlperf_log
 from benchmark import text as bench_text
 from benchmark.results.compliance import check_logs
 from benchmark.config import TrainConfig
@@ -22,7 +22,7 @@ from benchmark.data.torch_loader import UtteranceDataset, _collate
 from benchmark.metrics import word_errors
 from benchmark.model import DeepSpeech2 as BenchmarkModel
 from benchmark.optim import build_optimizer, build_scheduler
-from benchmark.train import ctc_loss
+from benchmark.trainer import ctc_loss
 from reference import features as ref_features
 from reference import text as ref_text
 from reference.config import ReferenceConfig, parse_config
@@ -244,7 +244,7 @@ def test_non_finite_step_is_skipped_but_counted():
 def test_same_batch_order_as_the_benchmark_sampler(utterances):
     durations = [u.duration for u in utterances] * 3
     ours = SortaGradSampler(durations, batch_size=5, seed=7)
-    theirs = TrainBatchSampler(durations, batch_size=5, seed=7)
+    theirs = TrainBatchSampler(durations, global_batch=5, seed=7)
     assert len(ours) == len(theirs)
     for epoch in (1, 2, 3):
         ours.set_epoch(epoch)
@@ -283,7 +283,9 @@ def test_reference_train_one_epoch_logs_every_event(tiny_corpus, tmp_path):
          "--target_wer", "0.05"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 3, done.stderr   # target not reached in one epoch: aborted
     assert "epoch 1 step 4/4" in done.stdout
-    events = [json.loads(line.split(":::MLLOG ", 1)[1]) for line in open(log_file) if ":::MLLOG " in line]
+    records, warnings = mlperf_log.read_log(log_file)
+    assert not warnings, warnings
+    events = [vars(r) for r in records]
     keys = [e["key"] for e in events]
     for key in ("cache_clear", "init_start", "submission_benchmark", "submission_platform", "seed",
                 "global_batch_size", "opt_name", "opt_base_learning_rate", "opt_learning_rate_warmup_steps",
@@ -314,7 +316,7 @@ def test_reference_bad_flags_fail_naming_them(flag, value, capsys):
 
 
 TINY_RECIPE = ["--n_mels", "40", "--rnn_hidden_size", "32", "--rnn_layers", "2", "--conv_channels", "4",
-               "--batch_size", "4", "--eval_batch_size", "8", "--num_workers", "1", "--log_every", "0"]
+               "--batch_size", "2", "--eval_batch_size", "8", "--num_workers", "1", "--log_every", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -326,9 +328,11 @@ def compare_reference():
 
 
 def test_compare_recipes_give_the_reference_its_flags_only(compare_reference):
-    base = {"rnn_type": "lstm", "batch_size": "16", "amp": "off", "data_backend": "auto"}
-    bench_argv, ref_argv, bench_only = compare_reference.build_recipes(base, ["--batch_size", "8", "--data_backend=torch"])
-    assert "--batch_size=8" in bench_argv and "--batch_size=16" not in bench_argv and "--batch_size=8" in ref_argv
+    base = {"rnn_type": "lstm", "batch_size": "8", "amp": "off", "data_backend": "auto", "train_data_dir": "t.csv",
+            "eval_data_dir": "d.csv", "num_gpus": "0"}
+    bench_argv, ref_argv, bench_only = compare_reference.build_recipes(base, ["--batch_size", "4", "--data_backend=torch"],
+                                                                       nproc=2)
+    assert "--batch_size=4" in bench_argv and "--batch_size=8" not in bench_argv and "--batch_size=8" in ref_argv
     assert "--rnn_type=lstm" in bench_argv and "--rnn_type=lstm" in ref_argv
     assert bench_only == {"amp": "off", "data_backend": "torch"}
     assert not any(flag.startswith(("--amp", "--data_backend")) for flag in ref_argv)
@@ -361,4 +365,5 @@ def test_compare_time_to_target_runs_both_trainers(compare_reference, tiny_corpu
         row = next(line.split() for line in out.splitlines() if line.startswith(name + " "))
         assert row[2] == "aborted" and row[3] == "1" and float(row[1].rstrip("s")) > 0
     assert "not both reached the target" in out
-    assert "--nproc_per_node=2" in out and "--batch_size=2" in out   # TINY_RECIPE's batch 4 over 2 ranks
+    assert "--nproc_per_node=2" in out and "--batch_size=2" in out   # TINY_RECIPE's batch 2 on each of 2 ranks
+    assert "-m reference.train" in out and "--batch_size=4" in out   # the reference: their global batch

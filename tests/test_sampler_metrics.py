@@ -1,13 +1,13 @@
 import pytest
 
-from benchmark.data.sampler import TrainBatchSampler, eval_batches
+from benchmark.data.sampler import TrainBatchSampler, epoch_shape, eval_batches
 from benchmark.metrics import WordErrorCounter, word_errors
 
 DURATIONS = [5.0, 1.0, 3.0, 2.0, 4.0, 6.0, 7.0, 0.5, 8.0, 2.5]
 
 
 def test_sortagrad_first_epoch_is_sorted_then_shuffled_batchwise():
-    sampler = TrainBatchSampler(DURATIONS, batch_size=2, seed=7)
+    sampler = TrainBatchSampler(DURATIONS, global_batch=2, seed=7)
     first = sampler.epoch_batches(1)
     flat = [i for b in first for i in b]
     assert [DURATIONS[i] for i in flat] == sorted(DURATIONS)
@@ -19,15 +19,24 @@ def test_sortagrad_first_epoch_is_sorted_then_shuffled_batchwise():
 
 
 def test_ranks_get_disjoint_equal_shards_of_every_global_batch():
-    shards = [TrainBatchSampler(DURATIONS, 2, world_size=2, rank=r, seed=3) for r in range(2)]
+    shards = [TrainBatchSampler(DURATIONS, 4, world_size=2, rank=r, seed=3) for r in range(2)]
     for epoch in (1, 2, 3):
         a, b = (s.epoch_batches(epoch) for s in shards)
         assert len(a) == len(b) == 2       # 10 utterances -> 2 global batches of 4, ragged rest dropped
         for x, y in zip(a, b):
             assert len(x) == len(y) == 2 and not set(x) & set(y)
     assert shards[0].samples_per_epoch == 8
+    assert epoch_shape(len(DURATIONS), 4, world_size=2) == (len(shards[0]), shards[0].samples_per_epoch)
     with pytest.raises(ValueError):
-        TrainBatchSampler(DURATIONS, 2, world_size=2, rank=2)
+        TrainBatchSampler(DURATIONS, 4, world_size=2, rank=2)
+    with pytest.raises(ValueError, match="does not split evenly"):
+        TrainBatchSampler(DURATIONS, 5, world_size=2, rank=0)
+
+
+def test_one_process_keeps_the_ragged_last_batch():
+    sampler = TrainBatchSampler(DURATIONS, 4)
+    assert [len(b) for b in sampler.global_batches] == [4, 4, 2]
+    assert epoch_shape(len(DURATIONS), 4) == (len(sampler), sampler.samples_per_epoch) == (3, 10)
 
 
 def test_eval_batches_cover_every_utterance_once():

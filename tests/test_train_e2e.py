@@ -1,9 +1,10 @@
 """End to end on a tiny real corpus: a few steps, one evaluation per epoch, and the MLPerf log's events."""
-import json
 import subprocess
 import sys
 
 import pytest
+
+from benchmark import mlperf_log
 
 SMALL_MODEL = ["--features", "logmel", "--n_mels", "40", "--rnn_type", "gru", "--rnn_hidden_size", "32",
                "--rnn_layers", "2", "--conv_channels", "4", "--time_stride", "4", "--batch_size", "4",
@@ -11,7 +12,10 @@ SMALL_MODEL = ["--features", "logmel", "--n_mels", "40", "--rnn_type", "gru", "-
 
 
 def read_log(path):
-    return [json.loads(line.split(":::MLLOG ", 1)[1]) for line in open(path) if ":::MLLOG " in line]
+    """The log's records as dicts (key, value, metadata, time_ms, line), through the project's one reader."""
+    records, warnings = mlperf_log.read_log(path)
+    assert not warnings, warnings
+    return [vars(r) for r in records]
 
 
 def run_train(corpus, tmp_path, *extra):

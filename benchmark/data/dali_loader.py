@@ -1,7 +1,7 @@
 """NVIDIA DALI backend: decode on the CPU, spectrogram -> (mel) -> log1p -> normalize -> pad on GPU or CPU.
 
-The only module that imports `nvidia.dali` (benchmark.data.loaders imports it only when a DALI backend is
-chosen). Same contract as the torch loader: `DaliLoader(...).batches(list_of_index_lists)` yields
+The only module that imports `nvidia.dali` (benchmark.data.backends imports it only when a DALI backend
+is chosen). Same contract as the torch loader: `DaliLoader(...).batches(list_of_index_lists)` yields
 `Batch(features [B,F,T], feature_lengths, targets, target_lengths)` on the training device, in the given
 order (the sampler owns the order; DALI never shuffles). The maths is benchmark.features':
 
@@ -95,10 +95,10 @@ class DaliLoader:
     (1.1 = 10% faster, fewer frames), from a generator seeded by (seed, number of earlier `batches` calls).
     """
 
-    def __init__(self, utterances, spec, device, num_threads=1, on_gpu=False, seed=1, speed_perturbation=None):
+    def __init__(self, utterances, spec, device, workers=1, seed=1, speed_perturbation=None, on_gpu=False):
         self.utterances, self.spec = list(utterances), spec
         self.device, self.on_gpu, self.seed = torch.device(device), on_gpu, seed
-        self.num_threads = max(1, int(num_threads))
+        self.num_threads = max(1, int(workers))   # DALI's CPU threads (decode, and featurize on the CPU)
         self.speed_perturbation = _check_speed_range(speed_perturbation)
         if on_gpu and self.device.type != "cuda":
             raise ValueError(f"DALI on the GPU needs a CUDA training device, got {self.device}")

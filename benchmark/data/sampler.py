@@ -14,22 +14,32 @@ def _sorted_by_duration(durations):
     return sorted(range(len(durations)), key=lambda i: (durations[i], i))
 
 
+def epoch_shape(num_utterances, global_batch, world_size=1):
+    """(steps per epoch, utterances per epoch) of `num_utterances` cut into global batches.
+
+    Ranks must take the same number of steps, so a ragged last batch is only kept on one process.
+    """
+    steps, ragged = divmod(num_utterances, global_batch)
+    if ragged and world_size == 1:
+        return steps + 1, num_utterances
+    return steps, steps * global_batch
+
+
 class TrainBatchSampler:
     """Per-epoch lists of this rank's training batches (lists of utterance indices)."""
 
-    def __init__(self, durations, batch_size, world_size=1, rank=0, seed=1, sortagrad=True):
+    def __init__(self, durations, global_batch, world_size=1, rank=0, seed=1, sortagrad=True):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world of {world_size}")
-        self.batch_size, self.world_size, self.rank = batch_size, world_size, rank
+        if global_batch % world_size:
+            raise ValueError(f"global batch {global_batch} does not split evenly among {world_size} ranks")
+        self.batch_size, self.world_size, self.rank = global_batch // world_size, world_size, rank
         self.seed, self.sortagrad = seed, sortagrad
         order = _sorted_by_duration(durations)
-        global_size = batch_size * world_size
-        self.global_batches = [order[i:i + global_size] for i in range(0, len(order), global_size)]
-        # Ranks must take the same number of steps: a ragged last batch is only kept on one process.
-        if world_size > 1 and self.global_batches and len(self.global_batches[-1]) < global_size:
-            self.global_batches.pop()
+        steps, _ = epoch_shape(len(order), global_batch, world_size)
+        self.global_batches = [order[i * global_batch:(i + 1) * global_batch] for i in range(steps)]
         if not self.global_batches:
-            raise ValueError(f"{len(durations)} utterances make no global batch of {global_size}")
+            raise ValueError(f"{len(durations)} utterances make no global batch of {global_batch}")
 
     def __len__(self):
         """Steps per epoch."""

@@ -38,9 +38,12 @@ def _collate(items):
 class TorchLoader:
     """`loader.batches(list_of_index_lists)` iterates Batches on `device` in the given order."""
 
-    def __init__(self, utterances, spec, device, num_workers=1):
+    def __init__(self, utterances, spec, device, workers=1, seed=None, speed_perturbation=None):
+        # seed: unused (no randomness here); speed perturbation is DALI's (benchmark.data.backends says so)
+        if speed_perturbation:
+            raise ValueError("the torch loader has no speed perturbation; use a DALI backend")
         self.dataset = UtteranceDataset(utterances, spec)
-        self.device, self.num_workers = torch.device(device), num_workers
+        self.device, self.num_workers = torch.device(device), workers
 
     def batches(self, index_batches):
         loader = DataLoader(self.dataset, batch_sampler=index_batches, collate_fn=_collate,

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from mlperf_logging.compliance_checker import mlp_compliance, mlp_parser
 
+from benchmark.mlperf_log import token_lines
+
 RULESET = "4.1.0"
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "compliance"
 TEMPLATE_FILES = ("closed_common.yaml", "open_common.yaml", "deepspeech2.yaml", "closed_deepspeech2.yaml")
@@ -36,7 +38,6 @@ UPSTREAM_COMMON = Path(mlp_compliance.__file__).parent / f"training_{RULESET}" /
 # The one line of upstream common.yaml we redirect: its division rule enqueues the upstream per-division
 # file, whose benchmark list lacks deepspeech2; ours takes its place.
 UPSTREAM_ENQUEUE = f"'training_{RULESET}/{{}}_common.yaml'"
-TOKEN = ":::MLLOG"
 
 
 @dataclass
@@ -91,12 +92,6 @@ def _captured_root_logging():
         root.removeHandler(handler)
 
 
-def _mllog_file_lines(path):
-    """File line numbers (1-based) of the MLLOG records, in the order the checker numbers them."""
-    with open(path, encoding="latin-1") as f:
-        return [n for n, line in enumerate(f, 1) if TOKEN in line]
-
-
 def _context(text, test):
     """'name=value' for each s['name'] the failed test reads, from the checker's context dump."""
     m = re.search(r"current context\[s\]=(\{.*?\n\})", text, re.S)
@@ -148,7 +143,7 @@ def check_log(path, config_path):
             mlp_compliance.enqueued_configs.clear()
     if valid:
         return Verdict(path, True)
-    file_lines = _mllog_file_lines(path)
+    file_lines = [number for number, _, _ in token_lines(path)]   # the checker numbers these lines
     reasons = []
     for message in [*checker.warnings.values(), *checker.overwritable.values(), *checker.not_overwritable]:
         if message.startswith("Log lines had parsing errors"):

@@ -1,27 +1,18 @@
 """Reads MLPerf training result logs, ours or anyone's, into one summary per run; never raises on bad input.
 
-A log is any text file; lines holding `:::MLLOG {json}` are records (text before the token, such as
-`0: ` or `[1,0]<stdout>:` prefixes from launchers, is ignored, as mlperf_logging's own parser does).
-Everything odd is kept as a warning on the run instead: unreadable files, truncated or garbage records,
-records without time or key, keys that neither mllog nor this benchmark defines, repeated run_start or
-run_stop, a run without run_stop (interrupted), non-numeric accuracies, and a 'success' run whose
-final quality misses the target.
+Records come from benchmark.mlperf_log.read_log (any text file; its `:::MLLOG {json}` lines). Everything
+odd is kept as a warning on the run instead: unreadable files, truncated or garbage records, records without
+time or key, keys that neither mllog nor this benchmark defines, repeated run_start or run_stop, a run
+without run_stop (interrupted), non-numeric accuracies, and a 'success' run whose final quality misses the
+target.
 """
-import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mlperf_logging.mllog import constants
+from benchmark.mlperf_log import Key, Status, known_keys, read_log
 
-from benchmark import mlperf_log
-
-TOKEN = ":::MLLOG"
-KNOWN_KEYS = ({v for k, v in vars(constants).items() if k.isupper() and isinstance(v, str)}
-              | {mlperf_log.TARGET_WER, mlperf_log.DATA_WAIT_SECONDS, mlperf_log.TRAIN_LOSS,
-                 mlperf_log.NONFINITE_STEPS_SKIPPED, mlperf_log.RESUME, "model_config", "opt_lr_schedule", "opt_momentum",
-                 "target_accuracy"})
 # Quality targets of the MLPerf training benchmarks whose logs don't carry their own target, from the
 # ATLEAST_ONE_CHECK lines of mlperf_logging's training_3.1.0/4.1.0 closed_<benchmark>.yaml rules.
 # (target, True when lower is better)
@@ -29,15 +20,6 @@ KNOWN_TARGETS = {"resnet": (0.759, False), "ssd": (0.340, False), "bert": (0.720
                  "rnnt": (0.058, True), "unet3d": (0.908, False), "gnn": (0.72, False),
                  "dlrm_dcnv2": (0.80275, False), "minigo": (0.5, False), "gpt3": (2.69, True),
                  "llama2_70b_lora": (0.925, True)}
-
-
-@dataclass
-class Record:
-    line: int          # 1-based line number in the file
-    time_ms: float
-    key: str
-    value: object
-    metadata: dict
 
 
 @dataclass
@@ -67,37 +49,6 @@ class RunSummary:
         return asdict(self)
 
 
-def read_records(path):
-    """(records, warnings) of one file; records sorted as written."""
-    records, warnings = [], []
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError as error:
-        return [], [f"cannot read {path}: {error.strerror or error}"]
-    for number, line in enumerate(lines, 1):
-        if TOKEN not in line:
-            continue
-        text = line.split(TOKEN, 1)[1].strip()
-        where = f"line {number}" + (" (last line: truncated?)" if number == len(lines) else "")
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            warnings.append(f"{where}: unreadable MLLOG record {text[:60]!r}")
-            continue
-        if not isinstance(data, dict) or not isinstance(data.get("key"), str):
-            warnings.append(f"{where}: MLLOG record without a key")
-            continue
-        try:
-            time_ms = float(data["time_ms"])
-        except (KeyError, TypeError, ValueError):
-            warnings.append(f"{where}: MLLOG record '{data['key']}' without a valid time_ms")
-            continue
-        metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
-        records.append(Record(number, time_ms, data["key"], data.get("value"), metadata))
-    return records, warnings
-
-
 def _number(value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
@@ -110,20 +61,20 @@ def _first(records, key):
 
 def summarize_run(path):
     """Reads one result log into a RunSummary (status 'unreadable' when it holds no usable records)."""
-    records, warnings = read_records(path)
+    records, warnings = read_log(path)
     run = RunSummary(str(path), warnings=warnings)
     if not records:
         run.warnings.append("no MLLOG records")
         return run
-    run.benchmark = _first(records, constants.SUBMISSION_BENCHMARK)
-    run.platform = _first(records, constants.SUBMISSION_PLATFORM)
-    run.seed = _first(records, constants.SEED)
-    foreign = sorted({r.key for r in records} - KNOWN_KEYS)
+    run.benchmark = _first(records, Key.SUBMISSION_BENCHMARK)
+    run.platform = _first(records, Key.SUBMISSION_PLATFORM)
+    run.seed = _first(records, Key.SEED)
+    foreign = sorted({r.key for r in records} - known_keys())
     if foreign:
         run.warnings.append(f"keys unknown to mllog and this benchmark, ignored: {', '.join(foreign)}")
     _set_target(run, records)
 
-    starts = [r for r in records if r.key == constants.RUN_START]
+    starts = [r for r in records if r.key == Key.RUN_START]
     if not starts:
         run.status = "no run_start"
         run.warnings.append("no run_start: no time to train")
@@ -131,15 +82,15 @@ def summarize_run(path):
     if len(starts) > 1:
         run.warnings.append(f"{len(starts)} run_start records (lines {', '.join(str(r.line) for r in starts)}); "
                             "timing from the first")
-    if any(r.key == mlperf_log.RESUME for r in records):
+    if any(r.key == Key.RESUME for r in records):
         run.warnings.append("resumed after an interruption: the time includes the downtime; not a valid result")
     start = starts[0]
-    stops = [r for r in records if r.key == constants.RUN_STOP and r.time_ms >= start.time_ms]
+    stops = [r for r in records if r.key == Key.RUN_STOP and r.time_ms >= start.time_ms]
     if len(stops) > 1:
         run.warnings.append(f"{len(stops)} run_stop records; using the first")
     if stops:
         run.minutes = (stops[0].time_ms - start.time_ms) / 60_000
-        run.status = str(stops[0].metadata.get(constants.STATUS, "no status")).lower()
+        run.status = str(stops[0].metadata.get(Key.STATUS, "no status")).lower()
         if run.status == "no status":
             run.warnings.append(f"line {stops[0].line}: run_stop without status")
         end_ms = stops[0].time_ms
@@ -148,21 +99,21 @@ def summarize_run(path):
         run.warnings.append("no run_stop: the run was interrupted")
         end_ms = math.inf
     in_run = [r for r in records if start.time_ms <= r.time_ms <= end_ms]
-    _collect_evals(run, in_run, start.time_ms, _number(_first(records, constants.TRAIN_SAMPLES)))
-    epochs = [_number(r.metadata.get(constants.EPOCH_NUM)) for r in in_run
-              if r.key in (constants.EPOCH_START, constants.EPOCH_STOP, constants.EVAL_ACCURACY)]
+    _collect_evals(run, in_run, start.time_ms, _number(_first(records, Key.TRAIN_SAMPLES)))
+    epochs = [_number(r.metadata.get(Key.EPOCH_NUM)) for r in in_run
+              if r.key in (Key.EPOCH_START, Key.EPOCH_STOP, Key.EVAL_ACCURACY)]
     epochs = [e for e in epochs if e is not None]
     run.epochs = max(epochs) if epochs else (run.evals[-1].epoch if run.evals else None)
-    run.converged = run.status == constants.SUCCESS and _meets_target(run)
-    if run.status == constants.SUCCESS and not run.converged:
+    run.converged = run.status == Status.SUCCESS and _meets_target(run)
+    if run.status == Status.SUCCESS and not run.converged:
         run.warnings.append(f"status success but the final quality {run.final_quality} misses the target "
                             f"{run.target}: counted as not converged")
     return run
 
 
 def _set_target(run, records):
-    target_wer = _number(_first(records, mlperf_log.TARGET_WER))
-    target_accuracy = _number(_first(records, "target_accuracy"))
+    target_wer = _number(_first(records, Key.TARGET_WER))
+    target_accuracy = _number(_first(records, Key.TARGET_ACCURACY))
     if target_wer is not None:
         run.target, run.lower_is_better = target_wer, True
     elif run.benchmark in KNOWN_TARGETS:
@@ -176,14 +127,14 @@ def _set_target(run, records):
 def _collect_evals(run, records, start_ms, train_samples):
     skipped = 0
     for r in records:
-        if r.key != constants.EVAL_ACCURACY:
+        if r.key != Key.EVAL_ACCURACY:
             continue
         value = _number(r.value)
         if value is None:
             skipped += 1
             continue
-        epoch = _number(r.metadata.get(constants.EPOCH_NUM))
-        samples = _number(r.metadata.get(constants.SAMPLES_COUNT))
+        epoch = _number(r.metadata.get(Key.EPOCH_NUM))
+        samples = _number(r.metadata.get(Key.SAMPLES_COUNT))
         if epoch is None and samples is not None and train_samples:
             epoch = samples / train_samples
         run.evals.append(EvalPoint((r.time_ms - start_ms) / 60_000, epoch, value))

@@ -303,10 +303,25 @@ def test_mllog_seconds_reads_run_start_and_run_stop(tmp_path):
     out = subprocess.run([sys.executable, "scripts/mllog_seconds.py", str(log)], cwd=ROOT, capture_output=True,
                          text=True)
     assert out.returncode == 1 and "run_stop" in out.stderr
-    log.write_text(':::MLLOG {"key": "run_stop", "time_ms": 1, "metadata": {"status": "aborted"}}\n')
+    log.write_text(':::MLLOG {"key": "run_start", "time_ms": 0}\n'
+                   ':::MLLOG {"key": "run_stop", "time_ms": 1, "metadata": {"status": "aborted"}}\n')
     out = subprocess.run([sys.executable, "scripts/mllog_seconds.py", "--status", str(log)], cwd=ROOT,
                          capture_output=True, text=True)
     assert (out.returncode, out.stdout) == (0, "aborted\n")
+
+
+def test_mllog_seconds_refuses_a_log_with_two_run_stops(tmp_path):
+    """The RESULT line's reader follows the one rule (benchmark.mlperf_log.timed_region): it used to take
+    the last run_stop while the report took the first."""
+    log = tmp_path / "log.txt"
+    log.write_text(':::MLLOG {"key": "run_start", "time_ms": 0}\n'
+                   ':::MLLOG {"key": "run_stop", "time_ms": 444000, "metadata": {"status": "success"}}\n'
+                   ':::MLLOG {"key": "run_stop", "time_ms": 1043800, "metadata": {"status": "aborted"}}\n')
+    for flags in ([], ["--status"]):
+        out = subprocess.run([sys.executable, "scripts/mllog_seconds.py", *flags, str(log)], cwd=ROOT,
+                             capture_output=True, text=True)
+        assert (out.returncode, out.stdout) == (1, ""), flags
+        assert "2 run_stop records (lines 2, 3)" in out.stderr
 
 
 def test_run_sub_launches_every_node_with_c10d_rendezvous(launch, tmp_path):

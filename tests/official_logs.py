@@ -6,6 +6,7 @@ value is the first candidate its CHECK accepts when evaluated the way the checke
 the literals the CHECK itself names, then a few plain values). The quality per eval comes from the
 benchmark's ATLEAST_ONE_CHECK: evals before the last miss it, the last one meets it (or none do).
 """
+import functools
 import itertools
 import json
 import math
@@ -64,6 +65,7 @@ def solve(checks, state):
     raise ValueError(f"no candidate value passes {checks}")
 
 
+@functools.lru_cache(maxsize=None)
 def required_values(benchmark, ruleset, division="closed"):
     """{key: (value, metadata)} for every key the rule files require that the generator does not write
     itself; rule files a value enqueues (resnet's opt_name -> closed_resnet_lars.yaml) are followed."""
@@ -106,14 +108,16 @@ def quality_values(target, header):
 
 
 def write_log(path, benchmark, ruleset, *, minutes=10.0, epochs=3, converge=True, division="closed", seed=1,
-              start_ms=START_MS, overrides=None, extra=()):
+              start_ms=START_MS, overrides=None, omit=(), extra=(), epoch_unit=1):
     """One run following the rules of `benchmark` under `ruleset`: header keys the rules require, then
     `epochs` epochs (epoch_num 1..epochs) each ending in an eval, run_stop after `minutes` from run_start,
     status success when `converge` (the last eval meets the target) else aborted. overrides: header values
-    to replace; extra: (key, value, metadata) records appended before run_stop."""
+    to replace; omit: header keys left out; extra: (key, value, metadata) records appended before run_stop;
+    epoch_unit: what one epoch is in epoch_num (BERT logs samples: 1e6 here)."""
     target = rules.quality_target(benchmark, ruleset, division)
     required = {**required_values(benchmark, ruleset, division), "seed": (seed, {}),
                 **{k: (v, {}) for k, v in (overrides or {}).items()}}
+    required = {k: v for k, v in required.items() if k not in omit}
     header = {k: value for k, (value, _) in required.items()}
     misses, meets = quality_values(target, header)
     lines = []
@@ -134,15 +138,31 @@ def write_log(path, benchmark, ruleset, *, minutes=10.0, epochs=3, converge=True
     log(run_start, "run_start", event="INTERVAL_START")
     for epoch in range(1, epochs + 1):
         t = run_start + minutes * 60_000 * epoch / epochs - 100
-        log(t - 50, "epoch_start", event="INTERVAL_START", epoch_num=epoch)
-        log(t - 40, "epoch_stop", event="INTERVAL_END", epoch_num=epoch)
-        log(t - 30, "eval_start", event="INTERVAL_START", epoch_num=epoch)
-        log(t - 20, target.key, meets if converge and epoch == epochs else misses, epoch_num=epoch)
-        log(t - 10, "eval_stop", event="INTERVAL_END", epoch_num=epoch)
+        number = epoch * epoch_unit
+        log(t - 50, "epoch_start", event="INTERVAL_START", epoch_num=number)
+        log(t - 40, "epoch_stop", event="INTERVAL_END", epoch_num=number)
+        log(t - 30, "eval_start", event="INTERVAL_START", epoch_num=number)
+        log(t - 20, target.key, meets if converge and epoch == epochs else misses, epoch_num=number)
+        log(t - 10, "eval_stop", event="INTERVAL_END", epoch_num=number)
     for key, value, metadata in extra:
         log(run_start + minutes * 60_000 - 5, key, value, **metadata)
     log(run_start + minutes * 60_000, "run_stop", event="INTERVAL_END", status="success" if converge else "aborted",
-        epoch_num=epochs)
+        epoch_num=epochs * epoch_unit)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text("\n".join(lines) + "\n")
     return Path(path)
+
+
+def write_package(root, benchmark, ruleset, runs, *, division="closed", org="acme", system="sys1", **kwargs):
+    """<root>/<division>/<org>/{systems/<system>.json, results/<system>/<benchmark>/result_<i>.txt}, one log
+    per (minutes, converge) of `runs`; the description is this machine's, generated. Returns the org folder."""
+    from benchmark.results import system_desc
+    org_dir = Path(root) / division / org
+    folder = org_dir / "results" / system / benchmark
+    for i, (minutes, converge) in enumerate(runs):
+        write_log(folder / f"result_{i}.txt", benchmark, ruleset, minutes=minutes, converge=converge,
+                  division=division, seed=i + 1, start_ms=START_MS + i * 10**8, **kwargs)
+    desc = dict(system_desc.describe(), submitter=org, division=division, system_name=system)
+    (org_dir / "systems").mkdir(parents=True, exist_ok=True)
+    (org_dir / "systems" / f"{system}.json").write_text(json.dumps(desc, indent=2))
+    return org_dir

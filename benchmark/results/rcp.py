@@ -151,6 +151,9 @@ def test(refs, batch_size, epochs, benchmark, pruned=True):
     """Verdict of a system's epochs-to-target (one per run) at `batch_size`, as rcp_checker.check_directory."""
     k = rules.dropped_each_end(benchmark)
     verdict = Verdict(False, "", batch_size, epochs=list(epochs))
+    if len(epochs) <= 2 * k:   # the checker's olympic mean of nothing is NaN, which fails every comparison
+        verdict.message = f"{len(epochs)} runs: too few for an olympic mean (drops {k} at each end)"
+        return verdict
     if sum(e >= NOT_CONVERGED for e in epochs) > k:
         verdict.message = "Insufficient convergence"
         return verdict

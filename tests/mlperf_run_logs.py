@@ -36,7 +36,8 @@ def fake_mllog_clock(start_ms):
 
 def write_run_log(path, wers, *, target_wer=0.30, status="auto", epoch_minutes=1.0, init_minutes=0.5,
                   seed=1, start_ms=START_MS, omit=(), duplicate=(), stop=True, benchmark_name=None,
-                  run_stop_metadata=None, eval_samples=100, division="closed", machine=None, extra_evals=()):
+                  run_stop_metadata=None, eval_samples=100, division="closed", machine=None, extra_evals=(),
+                  global_batch_size=32):
     """One run: init, then per epoch train (epoch_minutes) and eval with the next WER of `wers`.
 
     status 'auto' logs success when the last WER meets the target, else aborted. omit: keys not logged;
@@ -60,7 +61,7 @@ def write_run_log(path, wers, *, target_wer=0.30, status="auto", epoch_minutes=1
         for key, value in [(Key.SUBMISSION_BENCHMARK, benchmark_name or "deepspeech2"),
                            (Key.SUBMISSION_ORG, "ds2perf"), (Key.SUBMISSION_DIVISION, division),
                            (Key.SUBMISSION_STATUS, "onprem"), (Key.SUBMISSION_PLATFORM, "CPU"),
-                           (Key.SEED, seed), (Key.GLOBAL_BATCH_SIZE, 32),
+                           (Key.SEED, seed), (Key.GLOBAL_BATCH_SIZE, global_batch_size),
                            (Key.OPT_NAME, "adamw"), (Key.OPT_BASE_LR, 5e-4),
                            (Key.OPT_WEIGHT_DECAY, 1e-5), (Key.OPT_ADAMW_BETA_1, 0.9),
                            (Key.OPT_ADAMW_BETA_2, 0.999), (Key.OPT_ADAMW_EPSILON, 1e-8),

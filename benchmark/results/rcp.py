@@ -16,7 +16,8 @@ line between its neighbours); a batch size between two records is interpolated l
 when the olympic mean of its own epochs-to-target is at least that minimum; converging faster than the
 reference mean but within the allowed speed-up scales the score by reference mean / submission mean (what
 package_checker writes to scaling.json). Epochs-to-target of a run: the epoch_num (samples_count where only
-that is logged) of its last eval, when run_stop says success; a run that did not converge counts as never.
+that is logged) of its last eval, when run_stop says success; a run that did not converge counts as the
+checker counts it: 1e9 epochs, and more than k of them fail the test.
 
 `build` writes the RCP file in the format `rcp_checker --custom_rcps` reads: one record per global batch
 size of the given folders' converged runs, with the runs' hyperparameters (which must agree) and the systems
@@ -148,13 +149,16 @@ def _evaluate(reference, epochs, k):
 
 
 def test(refs, batch_size, epochs, benchmark, pruned=True):
-    """Verdict of a system's epochs-to-target (one per run) at `batch_size`, as rcp_checker.check_directory."""
+    """Verdict of a system's epochs-to-target (one per run; None: did not converge) at `batch_size`, as
+    rcp_checker.check_directory. A run that did not converge enters the mean as NOT_CONVERGED, as there."""
     k = rules.dropped_each_end(benchmark)
+    failed = sum(e is None for e in epochs)
+    epochs = [NOT_CONVERGED if e is None else e for e in epochs]
     verdict = Verdict(False, "", batch_size, epochs=list(epochs))
     if len(epochs) <= 2 * k:   # the checker's olympic mean of nothing is NaN, which fails every comparison
         verdict.message = f"{len(epochs)} runs: too few for an olympic mean (drops {k} at each end)"
         return verdict
-    if sum(e >= NOT_CONVERGED for e in epochs) > k:
+    if failed > k:
         verdict.message = "Insufficient convergence"
         return verdict
     pool = prune(refs, benchmark) if pruned else refs
@@ -182,9 +186,9 @@ def test(refs, batch_size, epochs, benchmark, pruned=True):
 
 
 def epochs_to_target(run):
-    """A RunSummary's convergence point as rcp_checker reads it (NOT_CONVERGED unless status success)."""
+    """A RunSummary's convergence point as rcp_checker reads it (None unless status success)."""
     if run.status != Status.SUCCESS or not run.evals or run.evals[-1].epoch is None:
-        return NOT_CONVERGED
+        return None
     return round(run.evals[-1].epoch, 3)
 
 
@@ -286,7 +290,7 @@ def describe(verdict):
     if verdict.reference is None:
         return f"epochs {verdict.epochs}"
     ref = verdict.reference
-    finite = [e for e in verdict.epochs if e < NOT_CONVERGED]
+    finite = [e for e in verdict.epochs if e != NOT_CONVERGED]
     return (f"mean epochs to target {verdict.submission_mean:.4f} (runs {finite}"
             + (f", {len(verdict.epochs) - len(finite)} not converged" if len(finite) < len(verdict.epochs) else "")
             + f") vs reference {ref['name']} at BS {ref['batch_size']}: mean {ref['mean']:.4f}, "

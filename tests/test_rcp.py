@@ -17,7 +17,7 @@ from mlperf_run_logs import write_run_log
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = ROOT / "results" / "CPU"
 # The checker cannot load these: benchmarks missing from its submission_runs table (dlrm, and
-# stable_diffusion 3.1.0, whose records name "stable diffusion"), and llama31_405b, whose max speed-up it
+# stable_diffusion 3.1.0, whose records name "sd"), and llama31_405b, whose max speed-up it
 # offsets by 46080 samples from 5.0.0 on (not implemented here: no DeepSpeech2 rule needs it).
 OFFICIAL_FILES = [p for p in sorted(rules.RCP_DIR.glob("training_*/rcps_*.json"))
                   if next(iter(json.loads(p.read_text()).values()))["Benchmark"] in rcp_checker.submission_runs["training"]

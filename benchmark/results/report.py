@@ -59,14 +59,17 @@ def _systems(results_dir):
 
 
 def _ruleset(benchmark, folder, given, warnings, name):
-    if benchmark == BENCHMARK_NAME or given:
-        return given if benchmark != BENCHMARK_NAME else rules.DS2_RULESET
+    """DeepSpeech2: ours. Others: --ruleset, else a vX.Y in the path (training_results_v4.1), else None."""
+    if benchmark == BENCHMARK_NAME:
+        return rules.DS2_RULESET
+    if given:
+        return given
     m = re.search(r"v(\d+)\.(\d+)(?:\.(\d+))?(?![\d.])", str(Path(folder).resolve()))
-    if m:
-        found = f"{m.group(1)}.{m.group(2)}.{m.group(3) or 0}"
-        warnings.append(f"{name}: ruleset {found} taken from the path (give --ruleset to choose)")
-        return found
-    return None
+    if not m:
+        return None
+    found = f"{m.group(1)}.{m.group(2)}.{m.group(3) or 0}"
+    warnings.append(f"{name}: ruleset {found} taken from the path (give --ruleset to choose)")
+    return found
 
 
 def _description(path, warnings):

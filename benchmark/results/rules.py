@@ -18,7 +18,6 @@ better), 5 runs, and the summarizer's drop rule for any benchmark but unet3d (on
 """
 import contextlib
 import functools
-import glob
 import io
 import json
 import os
@@ -105,10 +104,19 @@ class BenchmarkRules:
                 f"{self.dropped_each_end} failed; from {self.source}")
 
 
+def _version(ruleset):
+    return tuple(map(int, ruleset.split(".")))
+
+
+def _ruleset_of(folder):
+    """'4.1.0' of a training_4.1.0 folder; None for others (training_0.7.0_warn)."""
+    name = folder.name.split("_", 1)[1]
+    return name if re.fullmatch(r"\d+\.\d+\.\d+", name) else None
+
+
 def rulesets():
     """The training rulesets mlperf_logging ships rule files for, oldest first."""
-    found = [d.name.split("_", 1)[1] for d in CHECKER_DIR.glob(f"{USAGE}_*.*.*") if re.fullmatch(r"\d+\.\d+\.\d+", d.name.split("_", 1)[1])]
-    return sorted(found, key=lambda v: tuple(map(int, v.split("."))))
+    return sorted(filter(None, map(_ruleset_of, CHECKER_DIR.glob(f"{USAGE}_*"))), key=_version)
 
 
 def rule_file(benchmark, ruleset, division="closed"):
@@ -190,12 +198,11 @@ def progress_unit(benchmark, ruleset):
     """What a log's eval epoch_num counts under `ruleset`: 'samples' where the official RCPs of that round
     (else of the latest earlier round that has some) count convergence in samples (BERT; unet3d from 3.1.0
     on; see SAMPLE_COUNT_RCP), else 'epochs'. Logs with samples_count instead say so themselves."""
-    version = tuple(map(int, ruleset.split(".")))
     candidates = [p for p in RCP_DIR.glob(f"{USAGE}_*/rcps_{benchmark}.json")
-                  if tuple(map(int, p.parent.name.split("_", 1)[1].split("."))) <= version]
+                  if _version(_ruleset_of(p.parent)) <= _version(ruleset)]
     if not candidates:
         return "epochs"
-    path = max(candidates, key=lambda p: tuple(map(int, p.parent.name.split("_", 1)[1].split("."))))
+    path = max(candidates, key=lambda p: _version(_ruleset_of(p.parent)))
     records = json.loads(path.read_text()).values()
     if any("samples to converge" in r for r in records):
         return "samples"
@@ -268,7 +275,3 @@ def official_score(folder, benchmark, ruleset, failures):
     score, minutes, factor, printed = _summarizer_score(benchmark, folder, ruleset, read)
     return OfficialScore(score, {os.path.abspath(p): m for p, m in minutes.items()}, float(factor), printed)
 
-
-def result_files(folder):
-    """The logs the summarizer scores in a folder (its own pattern)."""
-    return sorted(glob.glob(f"{folder}/result_*.txt"))

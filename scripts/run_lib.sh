@@ -44,6 +44,13 @@ ds2_check_enum() {   # VAR CHOICE...
   local IFS='|'; ds2_fail "$var='${!var-}': must be one of $*"
 }
 
+# The global batch in the shell (hyperparameters.sh picks the learning rate by it before any Python runs);
+# the training derives its own from the same variables in benchmark/plan.py and logs it.
+ds2_global_batch() {
+  ds2_check_int BATCH_SIZE 1; ds2_check_int NPROC 1; ds2_check_int NNODES 1
+  GLOBAL_BATCH_SIZE=$((BATCH_SIZE * NPROC * NNODES))
+}
+
 # --- system selection ---
 ds2_gpu_names() {    # one line per NVIDIA GPU (nothing without nvidia-smi or driver: its errors are no names)
   command -v nvidia-smi >/dev/null 2>&1 || return 0
@@ -101,7 +108,7 @@ ds2_load_config() {
   ds2_check_bool CLEAR_CACHES
   ds2_check_enum DATASET auto synthetic librispeech
   [ -z "${RESULT_INDEX:-}" ] || ds2_check_int RESULT_INDEX 1
-  if [ -n "${BATCH_SIZE:-}" ]; then ds2_check_int BATCH_SIZE 1; GLOBAL_BATCH_SIZE=$((BATCH_SIZE * NPROC * NNODES)); fi
+  if [ -n "${BATCH_SIZE:-}" ]; then ds2_global_batch; fi
   local var
   for var in $DS2_SHELL_VARS; do [ -z "${!var+set}" ] || export "${var?}"; done
 }

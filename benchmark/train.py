@@ -113,9 +113,10 @@ def log_header(log, plan, eval_samples):
     log.event(Key.TARGET_WER, config.target_wer)
     log.event(Key.TRAIN_SAMPLES, plan.train_samples)
     log.event(Key.EVAL_SAMPLES, eval_samples)
-    accelerators = ctx.local_world_size if plan.device.type == "cuda" else 0
-    log.event(Key.MACHINE, system_desc.identity(system_desc.describe(
-        accelerators, nodes=max(ctx.world_size // ctx.local_world_size, 1))))   # the machine this run ran on
+    if ctx.is_main:   # the machine this run ran on (rank 0's node; only rank 0 logs)
+        accelerators = ctx.local_world_size if plan.device.type == "cuda" else 0
+        log.event(Key.MACHINE, system_desc.identity(system_desc.describe(
+            accelerators, nodes=max(ctx.world_size // ctx.local_world_size, 1))))
     log.event(Key.MODEL_CONFIG, {k: getattr(config, k) for k in (
         "rnn_type", "rnn_hidden_size", "rnn_layers", "conv_channels", "time_stride", "features", "n_mels",
         "amp", "data_backend")} | {"backend": plan.backend.name, "world_size": ctx.world_size,

@@ -220,7 +220,7 @@ def build(folders, benchmark=BENCHMARK_NAME):
     """(RCP records, notes) from the converged runs of the given system folders, one record per global batch."""
     groups, notes = {}, []
     for folder in map(Path, folders):
-        for path in logs.find_systems(folder).get(folder.resolve().name, []):
+        for path in logs.result_logs(folder):
             run = logs.summarize_run(path)
             if run.benchmark != benchmark:
                 continue
@@ -275,7 +275,7 @@ def main(argv=None):
         return 0
     failed = 0
     for folder in args.folders:
-        runs = [logs.summarize_run(p) for p in logs.find_systems(folder).get(Path(folder).resolve().name, [])]
+        runs = [logs.summarize_run(p) for p in logs.result_logs(folder)]
         verdict = check_system(runs, BENCHMARK_NAME, rules.DS2_RULESET, args.rcps) if runs else None
         if verdict is None:
             print(f"{folder}: no RCP file or no logs")

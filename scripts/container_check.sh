@@ -108,14 +108,18 @@ apt_install() {   # PACKAGE...: the missing ones, without recommends (podman's w
   local missing=() p
   for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   (( ${#missing[@]} == 0 )) && return 0
-  [ "$DRY" = true ] || echo "   installing ${missing[*]} (apt)"
-  x apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive x apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  if [ "$DRY" = true ]; then
+    x apt-get update -qq; x apt-get install -y -qq --no-install-recommends "${missing[@]}"; return 0
+  fi
+  echo "   installing ${missing[*]} (apt; log: ${LOG_DIR#"$PWD"/}/install.log)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  } >> "$LOG_DIR/install.log" 2>&1 || ds2_fail "apt-get install ${missing[*]} failed: see $LOG_DIR/install.log"
 }
 ds2_container_engine
-if [ "$ENGINE" = docker ] && ! command -v "$DOCKER" >/dev/null 2>&1; then
-  [ -z "${DOCKER_GIVEN:-}" ] || ds2_fail "DOCKER='$DOCKER': not found"
-  DOCKER=podman; ds2_container_engine
+# Docker only where its daemon answers (a docker CLI without a daemon is common on CI machines): else podman.
+if [ "$ENGINE" = docker ] && ! "$DOCKER" version --format '{{.Server.Version}}' >/dev/null 2>&1; then
+  [ -z "$DOCKER_GIVEN" ] || ds2_fail "DOCKER='$DOCKER': not found, or its daemon does not answer"
+  DOCKER=podman; ENGINE=podman
 fi
 if [ "$ENGINE" = podman ]; then
   # Debian's podman, and runc: crun (podman's first choice) cannot run on cgroup v1 hosts with v2

@@ -457,6 +457,9 @@ def test_container_check_help_and_dry_run(launch, engines, tmp_path):
     wheel.write_bytes(b"another size")
     again = launch("scripts/container_check.sh", DOCKER="podman", TORCH_WHEEL=wheel, CHECK_DIR=check_dir, **engines)
     assert tag not in again.stdout
+    # No DOCKER given and a docker CLI without a daemon (as on the CI VMs): podman.
+    detected = launch("scripts/container_check.sh", TORCH_WHEEL=wheel, CHECK_DIR=check_dir, **engines)
+    assert detected.returncode == 0 and "# engine: podman" in detected.stdout, detected.stderr
     bad = launch("scripts/container_check.sh", DOCKER="podman", TORCH_WHEEL=wheel, TESTS="some", **engines)
     assert bad.returncode == 2 and "TESTS" in bad.stderr
 

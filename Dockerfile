@@ -6,7 +6,12 @@
 # NVIDIA), pinned by tag so that a rebuild gets the same stack. Its torch replaces the CPU pin
 # torch==2.13.0 of requirements.txt (the same 2.13 line, built for CUDA): KEEP_TORCH=true below installs
 # every other pin and leaves that torch alone.
-FROM nvcr.io/nvidia/pytorch:26.07-py3
+# BASE_IMAGE exists for one reason: where no registry is reachable, scripts/container_check.sh builds this
+# same file on a local CPU stand-in for the NGC image (scripts/ngc-standin.Dockerfile). A build argument,
+# not the stand-in tagged under the NGC name, so that the name nvcr.io/nvidia/pytorch:* in a local image
+# store only ever means NVIDIA's image: a real build never picks up a CPU stand-in by accident.
+ARG BASE_IMAGE=nvcr.io/nvidia/pytorch:26.07-py3
+FROM ${BASE_IMAGE}
 
 WORKDIR /workspace/ds2perf
 

@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
 # Usage: [SYSTEM=<name>] [NEXP=N] [SEED_BASE=S] [IMAGE=ds2perf:latest] [BUILD=auto|true|false]
-#        [DRY_RUN=1] [VAR=value ...] ./run_with_docker.sh
+#        [DOCKER=docker|podman] [DRY_RUN=1] [VAR=value ...] ./run_with_docker.sh
 #
 # Runs ./run_and_time.sh in the Docker image (see Dockerfile) NEXP times, seeds SEED_BASE+index, one fresh
 # container per run with the page caches dropped on the host before it (where permitted: root), then
 # prints the MLPerf score of results/<system>.
+#   - engine: DOCKER (default docker where its daemon answers, else podman). With podman
+#     (scripts/container_lib.sh): PODMAN_RUNTIME=auto picks runc where crun cannot run (cgroup v1 hosts
+#     with v2 controllers), ulimits are left alone where they cannot be raised, GPUs are CDI devices;
 #   - image: IMAGE (default ds2perf:latest), built from ./Dockerfile when missing (BUILD=auto), always
-#     (BUILD=true) or never (BUILD=false);
+#     (BUILD=true) or never (BUILD=false); BASE_IMAGE=<image> builds it on another base than the
+#     Dockerfile's NGC tag (scripts/container_check.sh: its CPU stand-in);
 #   - mounts: DATA_HOST (default ./data), RESULTS_HOST (./results) and RUNS_HOST (./runs) on data/, results/
 #     and runs/ of the project in the container, so prepared data and results stay on the host;
 #   - forwards every configuration variable set here (SYSTEM, NPROC, AMP, BATCH_SIZE, ... any variable
 #     run_and_time.sh reads) with `docker run -e`; SYSTEM defaults as in run_and_time.sh (nvidia-smi here);
-#   - GPUS: --gpus value (default all; GPUS=none for a CPU-only container); DOCKER_ARGS: extra docker run
-#     arguments;
+#   - GPUS: --gpus value (default all; GPUS=none for a CPU-only container); ULIMITS: auto (NVIDIA's
+#     memlock=-1 stack=67108864 where they can be had), none, or name=value list; DOCKER_ARGS: extra
+#     docker run arguments;
 #   - DRY_RUN=1 prints the docker commands (and checks the configuration) without running anything.
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/run_lib.sh
+source scripts/container_lib.sh
 
 case "${DRY_RUN:-0}" in
   1|true) DRY=true ;;
@@ -27,6 +33,7 @@ esac
 : "${CLEAR_CACHES:=true}" "${DATA_HOST:=$PWD/data}" "${RESULTS_HOST:=$PWD/results}" "${RUNS_HOST:=$PWD/runs}"
 ds2_check_enum BUILD auto true false; ds2_check_int NEXP 1; ds2_check_int SEED_BASE 0
 ds2_check_bool CLEAR_CACHES
+ds2_container_engine; ds2_container_ulimits; ds2_container_gpus
 : "${SYSTEM:=$(ds2_default_system)}"
 [[ $SYSTEM =~ ^[A-Za-z0-9_-]+$ ]] || ds2_fail "SYSTEM='$SYSTEM': a config name (the image holds config_<SYSTEM>.sh)"
 [ -f "config_$SYSTEM.sh" ] || ds2_fail "SYSTEM='$SYSTEM': no config_$SYSTEM.sh"
@@ -45,31 +52,39 @@ for var in $(printf '%s\n' $DS2_SHELL_VARS TRAIN_DATA_DIR EVAL_DATA_DIR $(ds2_tr
 done
 
 workdir=/workspace/ds2perf
-run_args=(--rm --ipc=host --ulimit memlock=-1 --ulimit stack=67108864
-          -v "$DATA_HOST:$workdir/data" -v "$RESULTS_HOST:$workdir/results" -v "$RUNS_HOST:$workdir/runs")
-[ "$GPUS" = none ] || run_args+=(--gpus "$GPUS")
+run_args=(--rm --ipc=host "${ULIMIT_ARGS[@]}"
+          -v "$DATA_HOST:$workdir/data" -v "$RESULTS_HOST:$workdir/results" -v "$RUNS_HOST:$workdir/runs"
+          "${GPU_ARGS[@]}")
 # shellcheck disable=SC2206  # DOCKER_ARGS is a list of words on purpose
 [ -z "${DOCKER_ARGS:-}" ] || run_args+=($DOCKER_ARGS)
-build_cmd=(docker build -t "$IMAGE" --build-arg "GIT_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" .)
+build_cmd=("${DOCKER_CMD[@]}" build -t "$IMAGE" --build-arg "GIT_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)")
+[ -z "${BASE_IMAGE:-}" ] || build_cmd+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
+build_cmd+=(.)
+# every system folder: the runs land in the machine's own folder (SYSTEM names the recipe, not the folder)
+report_cmd=("${DOCKER_CMD[@]}" run --rm -v "$RESULTS_HOST:$workdir/results" "$IMAGE" python3 -m benchmark.results.report
+            results)
 
 # Check the configuration here first, with the scripts the container runs, before building anything.
 DRY_RUN=1 NEXP="$NEXP" SEED_BASE="$SEED_BASE" ./run_and_time.sh > /dev/null
 
 if [ "$DRY" = true ]; then
+  echo "# engine: $ENGINE ($(ds2_quote "${DOCKER_CMD[@]}"))"
+  for note in "${CONTAINER_NOTES[@]}"; do echo "# note: $note"; done
   [ "$BUILD" = false ] || echo "# build ($([ "$BUILD" = true ] && echo always || echo "if $IMAGE is missing")):"
   [ "$BUILD" = false ] || ds2_quote "${build_cmd[@]}"
   for ((i = 0; i < NEXP; i++)); do
     echo "# run $((i + 1))/$NEXP (page caches dropped on the host first: $CLEAR_CACHES):"
-    ds2_quote docker run "${run_args[@]}" "${forward_args[@]}" -e NEXP=1 -e SEED_BASE=$((SEED_BASE + i)) \
+    ds2_quote "${DOCKER_CMD[@]}" run "${run_args[@]}" "${forward_args[@]}" -e NEXP=1 -e SEED_BASE=$((SEED_BASE + i)) \
       -e CLEAR_CACHES=false "$IMAGE" ./run_and_time.sh
   done
   echo "# score:"
-  ds2_quote docker run --rm -v "$RESULTS_HOST:$workdir/results" "$IMAGE" python3 -m benchmark.results.report results
+  ds2_quote "${report_cmd[@]}"
   exit 0
 fi
 
-command -v docker >/dev/null || ds2_fail "docker not found"
-if [ "$BUILD" = true ] || { [ "$BUILD" = auto ] && ! docker image inspect "$IMAGE" >/dev/null 2>&1; }; then
+command -v "$DOCKER" >/dev/null || ds2_fail "DOCKER='$DOCKER': not found (install docker or podman, or set DOCKER=)"
+for note in "${CONTAINER_NOTES[@]}"; do ds2_note "$note"; done
+if [ "$BUILD" = true ] || { [ "$BUILD" = auto ] && ! "${DOCKER_CMD[@]}" image inspect "$IMAGE" >/dev/null 2>&1; }; then
   "${build_cmd[@]}"
 fi
 mkdir -p "$DATA_HOST" "$RESULTS_HOST" "$RUNS_HOST"
@@ -77,7 +92,7 @@ status=0
 for ((i = 0; i < NEXP; i++)); do
   ds2_clear_caches   # on the host: a container cannot
   run_status=0
-  docker run "${run_args[@]}" "${forward_args[@]}" -e NEXP=1 -e SEED_BASE=$((SEED_BASE + i)) \
+  "${DOCKER_CMD[@]}" run "${run_args[@]}" "${forward_args[@]}" -e NEXP=1 -e SEED_BASE=$((SEED_BASE + i)) \
     -e CLEAR_CACHES=false "$IMAGE" ./run_and_time.sh || run_status=$?
   if (( run_status != 0 )); then
     ds2_note "run $((i + 1)) exited with status $run_status"
@@ -86,7 +101,6 @@ for ((i = 0; i < NEXP; i++)); do
   fi
 done
 if (( NEXP > 1 )); then
-  docker run --rm -v "$RESULTS_HOST:$workdir/results" "$IMAGE" python3 -m benchmark.results.report results ||
-    ds2_note "benchmark.results.report failed"
+  "${report_cmd[@]}" || ds2_note "benchmark.results.report failed"
 fi
 exit "$status"

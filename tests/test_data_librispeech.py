@@ -209,6 +209,46 @@ def test_truncated_archive_extracts_nothing(tarball, server, tmp_path):
     assert not (tmp_path / "data" / "LibriSpeech" / SUBSET).exists()
 
 
+def tar_gz(members):
+    """A tar.gz of {name: bytes} (regular files) and {name: ("symlink", target)}."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, body in members.items():
+            info = tarfile.TarInfo(name)
+            if isinstance(body, tuple):
+                info.type, info.linkname = tarfile.SYMTYPE, body[1]
+                tar.addfile(info)
+            else:
+                info.size = len(body)
+                tar.addfile(info, io.BytesIO(body))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("evil", [{"LibriSpeech/../../escaped.txt": b"x"},
+                                  {"LibriSpeech/dev-clean/link": ("symlink", "/etc/passwd")}])
+def test_an_archive_member_outside_its_folder_is_refused(tmp_path, evil):
+    # On Pythons with extraction filters (3.11.4+, NGC's 3.12) filter="data" refuses it; on Debian 12's
+    # 3.11.2 (the container check's stand-in image) the fallback does. Either way: nothing extracted.
+    archive = tmp_path / "evil.tar.gz"
+    archive.write_bytes(tar_gz({"LibriSpeech/dev-clean/1/a.txt": b"fine", **evil}))
+    with pytest.raises(FatalDataError, match="nothing extracted"):
+        extract_tar(archive, f"LibriSpeech/{SUBSET}", tmp_path / "out" / SUBSET)
+    assert not (tmp_path / "out" / SUBSET).exists() and not list((tmp_path / "out").glob(".extract-*"))
+    assert not (tmp_path / "escaped.txt").exists() and not list(tmp_path.glob("*/escaped.txt"))
+
+
+def test_the_fallback_for_pythons_without_filters_extracts_plain_archives(tmp_path):
+    from benchmark.prepare.download import _plain_members
+    good = tar_gz({"LibriSpeech/dev-clean/1/a.txt": b"fine", "LibriSpeech/README.TXT": b"readme"})
+    with tarfile.open(fileobj=io.BytesIO(good), mode="r|gz") as tar:
+        tar.extractall(tmp_path / "x", members=_plain_members(tar, tmp_path / "x"))
+    assert (tmp_path / "x" / "LibriSpeech" / "dev-clean" / "1" / "a.txt").read_bytes() == b"fine"
+    bad = tar_gz({"LibriSpeech/ok.txt": b"1", "LibriSpeech/../../escaped.txt": b"x"})
+    with tarfile.open(fileobj=io.BytesIO(bad), mode="r|gz") as tar, pytest.raises(tarfile.TarError, match="refusing"):
+        tar.extractall(tmp_path / "y", members=_plain_members(tar, tmp_path / "y"))
+    assert not (tmp_path / "escaped.txt").exists()
+
+
 def test_kill_9_at_several_points_then_rerun_gives_the_same_manifest(corpus, tarball, server, tmp_path):
     table = write_table(tmp_path / "table.csv", f"{SUBSET}.tar.gz", tarball)
     reference = tmp_path / "reference"

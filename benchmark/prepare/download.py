@@ -132,6 +132,19 @@ class _Progress:
         return block
 
 
+def _plain_members(tar, root):
+    """The members of a streamed archive, refusing what filter="data" would (stricter: links too).
+
+    For Pythons without extraction filters. LibriSpeech archives hold only folders and regular files.
+    """
+    root = os.path.realpath(root)
+    for member in tar:
+        target = os.path.realpath(os.path.join(root, member.name))
+        if not (member.isfile() or member.isdir()) or os.path.commonpath([root, target]) != root:
+            raise tarfile.TarError(f"refusing member {member.name!r}: not a plain file or folder inside the archive")
+        yield member
+
+
 def extract_tar(archive, member_dir, dest):
     """Extract `member_dir` (e.g. "LibriSpeech/dev-clean") of a tar.gz to `dest`, all or nothing.
 
@@ -146,7 +159,10 @@ def extract_tar(archive, member_dir, dest):
         with open(archive, "rb") as raw, tqdm(total=archive.stat().st_size, unit="B", unit_scale=True,
                                               desc=f"extract {archive.name}", mininterval=1.0) as progress:
             with tarfile.open(fileobj=_Progress(raw, progress), mode="r|gz") as tar:
-                tar.extractall(tmp, filter="data")
+                if hasattr(tarfile, "data_filter"):   # extraction filters: Python >= 3.11.4
+                    tar.extractall(tmp, filter="data")
+                else:   # Debian 12's python3 is 3.11.2: extractall() has no filter argument
+                    tar.extractall(tmp, members=_plain_members(tar, tmp))
         extracted = tmp / member_dir
         if not extracted.is_dir():
             raise FatalDataError(f"{archive}: has no folder {member_dir}; is it the right archive?")

@@ -1,9 +1,11 @@
 """Training-step throughput on the CPU, in one run: fp32 vs bf16 autocast, 1 vs 2 processes (DDP, gloo),
-and the achieved FLOP/s as a fraction of this machine's measured matmul peak.
+recurrent implementations (--rnn_impl), and the achieved FLOP/s as a fraction of this machine's measured
+matmul peak.
 
 Usage:
   nice -n 10 python measure/step_throughput.py                 # config_CPU.sh's model, batch and optimizer
   python measure/step_throughput.py --steps 6 --batch_size 32 --seconds 8 --amps off,bf16 --procs 1,2
+  python measure/step_throughput.py --amps off --procs 2 --rnn_impls padded,packed   # implementations, same run
   python measure/step_throughput.py --help
 
 What is timed: benchmark.trainer.Trainer.train_step, the training step of benchmark.train (forward with
@@ -14,9 +16,9 @@ steps; no data loading (see measure/featurize_throughput.py for that). With P pr
 cores/P threads, every process keeps its batch size (as NPROC does in config_CPU.sh), and throughput
 counts the utterances of all ranks.
 Peak: the best of a few 2048^3 torch.matmul in fp32 and in bf16 using every core. Model FLOPs per step:
-torch.utils.flop_counter.FlopCounterMode over one forward+backward, except the recurrent layers, which are
-counted analytically (gate matmuls, backward = 2 x forward) because oneDNN's fused LSTM hides its matmuls
-from the counter. Shared machines make every figure noisy: run it nice'd, compare ratios from one run.
+benchmark.flops (the count the training's progress lines and train_throughput events use; conv, gate and
+fully connected matmuls, forward and backward). Configurations run one after another, each in fresh
+processes; shared machines make every figure noisy: run it nice'd, compare ratios from one run.
 """
 import argparse
 from dataclasses import replace
@@ -34,14 +36,14 @@ os.environ.setdefault("GOMP_SPINCOUNT", "20000")   # bounded OpenMP spin, as scr
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from benchmark.config import parse_config  # noqa: E402
+from benchmark.config import RNN_IMPLS, parse_config  # noqa: E402
 from benchmark.data.batch import Batch  # noqa: E402
 from benchmark.distributed import DistContext  # noqa: E402
+from benchmark.flops import StepCosts, matmul_peak  # noqa: E402
 from benchmark.plan import AUTOCAST_DTYPES, make_plan  # noqa: E402
 from benchmark.text import NUM_CLASSES  # noqa: E402
-from benchmark.trainer import Trainer, ctc_loss  # noqa: E402
+from benchmark.trainer import Trainer  # noqa: E402
 from measure.system_recipe import system_recipe  # noqa: E402
 
 FRAMES_PER_SECOND = 100          # 10 ms hop
@@ -62,6 +64,8 @@ def parse_args(argv=None):
     parser.add_argument("--amps", default="off,bf16", help="autocast modes to compare (off = fp32)")
     parser.add_argument("--procs", default="1,2", help="process counts to compare (DDP over gloo when > 1)")
     parser.add_argument("--cores", type=int, default=os.cpu_count(), help="cores shared by the processes")
+    parser.add_argument("--rnn_impls", default=cpu.rnn_impl,
+                        help=f"recurrent implementations to compare (--rnn_impl: {'|'.join(RNN_IMPLS)})")
     for name in MODEL_FLAGS:
         parser.add_argument(f"--{name}", type=type(getattr(cpu, name)), default=getattr(cpu, name),
                             help="model flag as in benchmark.train (config_CPU.sh's)")
@@ -69,6 +73,10 @@ def parse_args(argv=None):
     args.recipe = cpu   # config_CPU.sh's optimizer, learning rate and the rest
     args.amps = args.amps.split(",")
     args.procs = [int(p) for p in args.procs.split(",")]
+    args.rnn_impls = args.rnn_impls.split(",")
+    for impl in args.rnn_impls:
+        if impl not in RNN_IMPLS:
+            parser.error(f"--rnn_impls: {impl!r} is not one of {','.join(RNN_IMPLS)}")
     for amp in args.amps:
         if amp not in AUTOCAST_DTYPES or amp == "fp16":
             parser.error(f"--amps: {amp!r} is not one of off,bf16 (fp16 is a GPU mode)")
@@ -77,11 +85,11 @@ def parse_args(argv=None):
     return args
 
 
-def step_plan(args, amp="off", rank=0, world_size=1):
+def step_plan(args, amp="off", rank=0, world_size=1, rnn_impl="padded"):
     """The run plan of one process: config_CPU.sh's recipe with this script's model, batch and amp flags,
     on the CPU, with this process's share of --cores; the schedule spans the steps this script takes."""
     config = replace(args.recipe, **{name: getattr(args, name) for name in MODEL_FLAGS}, batch_size=args.batch_size,
-                     amp=amp, num_gpus=0, num_threads=max(1, args.cores // world_size))
+                     amp=amp, num_gpus=0, num_threads=max(1, args.cores // world_size), rnn_impl=rnn_impl)
     utterances = world_size * args.batch_size * (args.warmup + args.steps)
     return make_plan(config, DistContext(rank, rank, world_size, world_size), num_train_utterances=utterances)
 
@@ -96,46 +104,17 @@ def random_batch(args, spec, seed):
                  torch.full((b,), chars, dtype=torch.int64))
 
 
-def rnn_flops(model, batch):
-    """Forward + backward FLOPs of the recurrent stack: per direction 2*B*T*G*H*(in + H), backward twice that."""
-    steps = int(model.output_lengths(batch.feature_lengths).max())
-    total = 0
-    for layer in model.rnns:
-        for rnn in (layer.forward_rnn, layer.backward_rnn):
-            gates = {"LSTM": 4, "GRU": 3}[type(rnn).__name__]
-            total += 3 * 2 * batch.features.shape[0] * steps * gates * rnn.hidden_size * (rnn.input_size + rnn.hidden_size)
-    return total
-
-
 def step_flops(args):
-    """Model FLOPs of one training step of one process (forward + backward)."""
+    """Model FLOPs of one training step of one process (forward + backward; no padding here)."""
     plan = step_plan(args)
-    model = plan.build_model()
-    batch = random_batch(args, plan.feature_spec, seed=0)
-    with FlopCounterMode(display=False) as counter:
-        logits, lengths = model(batch.features, batch.feature_lengths)
-        ctc_loss(logits, lengths, batch).backward()
-    by_module = counter.get_flop_counts()
-    counted_rnn = sum(sum(by_module.get(f"DeepSpeech2.rnns.{i}", {}).values()) for i in range(len(model.rnns)))
-    return counter.get_total_flops() - counted_rnn + rnn_flops(model, batch)
+    frames = int(args.seconds * FRAMES_PER_SECOND)
+    return args.batch_size * StepCosts(plan.model_args).utterance_flops(frames)
 
 
-def matmul_peak(dtype, threads, n=2048, repeats=5):
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.matmul(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.matmul(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best
-
-
-def worker(rank, args, amp, world_size, port, result_file):
+def worker(rank, args, amp, world_size, rnn_impl, port, result_file):
     if world_size > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
-    plan = step_plan(args, amp, rank, world_size)
+    plan = step_plan(args, amp, rank, world_size, rnn_impl)
     torch.set_num_threads(plan.threads)
     trainer = Trainer(plan)
     batch = random_batch(args, plan.feature_spec, seed=rank)
@@ -162,11 +141,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def measure(args, amp, world_size):
+def measure(args, amp, world_size, rnn_impl):
     with tempfile.TemporaryDirectory() as folder:
         result_file = os.path.join(folder, "result.json")
-        mp.start_processes(worker, args=(args, amp, world_size, free_port(), result_file), nprocs=world_size,
-                           start_method="spawn")
+        mp.start_processes(worker, args=(args, amp, world_size, rnn_impl, free_port(), result_file),
+                           nprocs=world_size, start_method="spawn")
         return json.loads(Path(result_file).read_text())
 
 
@@ -177,32 +156,40 @@ def main(argv=None):
           f"{args.batch_size} utterances x {args.seconds:g} s; median of {args.steps} steps after {args.warmup}",
           flush=True)
     dtypes = {amp: AUTOCAST_DTYPES[amp] or torch.float32 for amp in args.amps}
-    peaks = {amp: matmul_peak(dtypes[amp], args.cores) for amp in args.amps}
+    torch.set_num_threads(args.cores)
+    peaks = {amp: matmul_peak("cpu", dtypes[amp], n=2048) for amp in args.amps}
     for amp, peak in peaks.items():
         print(f"matmul peak {str(dtypes[amp]).removeprefix('torch.'):9s} {peak / 1e9:8.1f} GFLOP/s", flush=True)
     flops = step_flops(args)
     print(f"model FLOPs per step and process: {flops / 1e9:.1f} GFLOP (forward + backward)", flush=True)
-    print(f"{'amp':5s} {'procs':>5s} {'thr/proc':>8s} {'s/step':>7s} {'utt/s':>7s} {'audio s/s':>9s} "
-          f"{'GFLOP/s':>8s} {'of peak':>7s}", flush=True)
+    print(f"{'amp':5s} {'procs':>5s} {'rnn_impl':>8s} {'thr/proc':>8s} {'s/step':>7s} {'utt/s':>7s} "
+          f"{'audio s/s':>9s} {'GFLOP/s':>8s} {'of peak':>7s}", flush=True)
     rates = {}
     for amp in args.amps:
         for procs in args.procs:
-            result = measure(args, amp, procs)
-            seconds = result["seconds_per_step"]
-            utterances = procs * args.batch_size / seconds
-            achieved = procs * flops / seconds
-            rates[amp, procs] = utterances
-            print(f"{amp:5s} {procs:5d} {result['threads']:8d} {seconds:7.3f} {utterances:7.2f} "
-                  f"{utterances * args.seconds:9.1f} {achieved / 1e9:8.1f} {100 * achieved / peaks[amp]:6.1f}%",
-                  flush=True)
-    base_amp, base_procs = args.amps[0], args.procs[0]
+            for impl in args.rnn_impls:
+                result = measure(args, amp, procs, impl)
+                seconds = result["seconds_per_step"]
+                utterances = procs * args.batch_size / seconds
+                achieved = procs * flops / seconds
+                rates[amp, procs, impl] = utterances
+                print(f"{amp:5s} {procs:5d} {impl:>8s} {result['threads']:8d} {seconds:7.3f} {utterances:7.2f} "
+                      f"{utterances * args.seconds:9.1f} {achieved / 1e9:8.1f} {100 * achieved / peaks[amp]:6.1f}%",
+                      flush=True)
+    base_amp, base_procs, base_impl = args.amps[0], args.procs[0], args.rnn_impls[0]
     for amp in args.amps[1:]:
         for procs in args.procs:
-            print(f"{amp} / {base_amp} at {procs} process(es): {rates[amp, procs] / rates[base_amp, procs]:.2f}x")
+            print(f"{amp} / {base_amp} at {procs} process(es), {base_impl}: "
+                  f"{rates[amp, procs, base_impl] / rates[base_amp, procs, base_impl]:.2f}x")
     for procs in args.procs[1:]:
         for amp in args.amps:
-            print(f"{procs} / {base_procs} process(es) with amp {amp}: "
-                  f"{rates[amp, procs] / rates[amp, base_procs]:.2f}x")
+            print(f"{procs} / {base_procs} process(es) with amp {amp}, {base_impl}: "
+                  f"{rates[amp, procs, base_impl] / rates[amp, base_procs, base_impl]:.2f}x")
+    for impl in args.rnn_impls[1:]:
+        for amp in args.amps:
+            for procs in args.procs:
+                print(f"{impl} / {base_impl} with amp {amp} at {procs} process(es): "
+                      f"{rates[amp, procs, impl] / rates[amp, procs, base_impl]:.2f}x")
 
 
 if __name__ == "__main__":

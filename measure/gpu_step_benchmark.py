@@ -54,7 +54,8 @@ CHARACTERS_PER_SECOND = 14
 TINY_MODEL = {"rnn_hidden_size": "32", "rnn_layers": "2", "conv_channels": "4"}
 # Parity tolerance (max difference / largest value) per precision: fp32 runs cuDNN's RNNs and convolutions
 # in TF32 by default on a GPU; bf16 keeps 8 mantissa bits.
-TOLERANCE = {"off": {"cpu": 1e-4, "cuda": 5e-3}, "bf16": {"cpu": 5e-2, "cuda": 5e-2}, "fp16": {"cpu": 1e-2, "cuda": 1e-2}}
+TOLERANCE = {"off": {"cpu": 1e-4, "cuda": 5e-3}, "bf16": {"cpu": 5e-2, "cuda": 5e-2},
+             "fp16": {"cpu": 1e-2, "cuda": 1e-2}}
 
 
 def parse_args(argv=None):
@@ -68,7 +69,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch_sizes", default="", help="per-GPU batch sizes (default 32,64,128; tiny: 2,4)")
     parser.add_argument("--steps", type=int, default=4, help="timed steps (distinct batches) per row")
     parser.add_argument("--warmup", type=int, default=1,
-                        help="untimed passes over the same batches first (cuDNN/oneDNN plans of their shapes, allocator)")
+                        help="untimed passes over the same batches first (cuDNN/oneDNN plans per shape, allocator)")
     parser.add_argument("--budget_s", type=float, default=330.0,
                         help="start no row after this many seconds (the rest are listed as skipped)")
     parser.add_argument("--ddp", action="store_true", help="wrap the model in DDP over a 1-rank NCCL/gloo group")
@@ -117,13 +118,14 @@ def batch_of(seconds, num_features, device, generator):
     return Batch(features, lengths, targets, target_lengths).to(device)
 
 
-def make_batches(batch_size, count, num_features, device, seed, scale):
-    """`count` batches cut from a sorted pool of durations, as the sampler cuts them, picked at random."""
+def make_batches(batch_size, count, num_features, device, seed, scale, pool_batches=32):
+    """`count` batches cut from a sorted pool of durations, as the sampler cuts them: evenly spaced over the
+    pool (so their lengths follow the distribution), in a shuffled order."""
     rng = np.random.default_rng([seed, batch_size])
-    pool = np.sort(durations(batch_size * 32, rng, scale))
+    pool = np.sort(durations(batch_size * pool_batches, rng, scale))
+    picks = rng.permutation(((np.arange(count) + 0.5) * pool_batches / count).astype(int))
     generator = torch.Generator().manual_seed(seed)
-    return [batch_of(pool[k * batch_size:(k + 1) * batch_size], num_features, device, generator)
-            for k in rng.integers(0, 32, size=count)]
+    return [batch_of(pool[k * batch_size:(k + 1) * batch_size], num_features, device, generator) for k in picks]
 
 
 def synchronize(device):
@@ -201,8 +203,10 @@ def measure_row(config, args, batches, peaks):
     frames = sum(int(b.feature_lengths.sum()) for b in timed)
     padded_seconds = sum(b.features.shape[0] * b.features.shape[2] for b in timed) / len(timed) / 100
     rate = Throughput(seconds, len(timed) * config.batch_size, frames / 100, useful, padded, *peaks[config.amp])
-    return {"status": "ok", "ms_per_step": 1000 * seconds / len(timed),
-            "utterances_per_second": rate.utterances / seconds, "audio_seconds_per_second": rate.audio_seconds / seconds,
+    return {"status": "ok", "mean_seconds": rate.audio_seconds / rate.utterances,
+            "ms_per_step": 1000 * seconds / len(timed),
+            "utterances_per_second": rate.utterances / seconds,
+            "audio_seconds_per_second": rate.audio_seconds / seconds,
             "tflops": rate.tflops, "fraction_of_peak": rate.fraction_of_peak, "padding": rate.padding_fraction,
             "peak_memory_gib": peak_memory / 2 ** 30 if peak_memory is not None else None,
             "memory_mib_per_audio_second": peak_memory / 2 ** 20 / padded_seconds if peak_memory is not None else None,
@@ -259,6 +263,9 @@ def main(argv=None):
     rows = []
     for batch_size in args.batch_sizes:
         batches = make_batches(batch_size, args.steps, num_features, device, args.seed, scale)
+        frames = [int(n) for b in batches for n in b.feature_lengths]
+        print(f"# batch {batch_size}: {len(batches)} batches of utterances of {sum(frames) / len(frames) / 100:.2f} s "
+              f"on average (longest {max(frames) / 100:.2f} s)", flush=True)
         for amp in args.amps:
             for impl in args.rnn_impls:
                 row = {"rnn_impl": impl, "amp": amp, "batch_size": batch_size}

@@ -11,10 +11,10 @@ Usage:
 What is timed: benchmark.trainer.Trainer.train_step, the training step of benchmark.train (forward with
 autocast, fp32 CTC loss, backward, DDP gradient all-reduce, gradient clipping, finiteness check, fused
 AdamW, schedule), built from the run plan of config_CPU.sh's recipe with the model flags below, on a fixed
-random batch of `--batch_size` utterances of `--seconds` seconds per process, after `--warmup` untimed
-steps; no data loading (see measure/featurize_throughput.py for that). With P processes each gets
-cores/P threads, every process keeps its batch size (as NPROC does in config_CPU.sh), and throughput
-counts the utterances of all ranks.
+random batch of `--batch_size` utterances of `--seconds` seconds (--length_spread: of lengths spread below
+it) per process, after `--warmup` untimed steps; no data loading (see measure/featurize_throughput.py for
+that). With P processes each gets cores/P threads, every process keeps its batch size (as NPROC does in
+config_CPU.sh), and throughput counts the utterances of all ranks.
 Peak: the best of a few 2048^3 torch.matmul in fp32 and in bf16 using every core. Model FLOPs per step:
 benchmark.flops (the count the training's progress lines and train_throughput events use; conv, gate and
 fully connected matmuls, forward and backward). Configurations run one after another, each in fresh
@@ -26,6 +26,7 @@ import json
 import os
 from pathlib import Path
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -60,9 +61,14 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (oneDNN primitive caches)")
     parser.add_argument("--batch_size", type=int, default=cpu.batch_size,
                         help="utterances per process per step (config_CPU.sh's BATCH_SIZE)")
-    parser.add_argument("--seconds", type=float, default=3.6, help="duration of every utterance")
+    parser.add_argument("--seconds", type=float, default=3.6, help="duration of the longest utterance")
+    parser.add_argument("--length_spread", type=float, default=0.0,
+                        help="utterances evenly spread from (1 - SPREAD) x --seconds to --seconds (0: all equal; a "
+                             "length-sorted training batch has a few percent; packing costs more when lengths differ)")
     parser.add_argument("--amps", default="off,bf16", help="autocast modes to compare (off = fp32)")
     parser.add_argument("--procs", default="1,2", help="process counts to compare (DDP over gloo when > 1)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds over all configurations (interleaved); ratios use each one's median rate")
     parser.add_argument("--cores", type=int, default=os.cpu_count(), help="cores shared by the processes")
     parser.add_argument("--rnn_impls", default=cpu.rnn_impl,
                         help=f"recurrent implementations to compare (--rnn_impl: {'|'.join(RNN_IMPLS)})")
@@ -73,15 +79,17 @@ def parse_args(argv=None):
     args.recipe = cpu   # config_CPU.sh's optimizer, learning rate and the rest
     args.amps = args.amps.split(",")
     args.procs = [int(p) for p in args.procs.split(",")]
-    args.rnn_impls = args.rnn_impls.split(",")
+    args.rnn_impls = list(dict.fromkeys(args.rnn_impls.split(",")))
     for impl in args.rnn_impls:
         if impl not in RNN_IMPLS:
             parser.error(f"--rnn_impls: {impl!r} is not one of {','.join(RNN_IMPLS)}")
     for amp in args.amps:
         if amp not in AUTOCAST_DTYPES or amp == "fp16":
             parser.error(f"--amps: {amp!r} is not one of off,bf16 (fp16 is a GPU mode)")
-    if args.steps < 1 or args.batch_size < 1 or args.seconds <= 0 or min(args.procs) < 1:
-        parser.error("--steps, --batch_size, --seconds and --procs must be positive")
+    if not 0 <= args.length_spread < 1:
+        parser.error("--length_spread must be in [0, 1)")
+    if args.steps < 1 or args.batch_size < 1 or args.seconds <= 0 or min(args.procs) < 1 or args.repeats < 1:
+        parser.error("--steps, --batch_size, --seconds, --procs and --repeats must be positive")
     return args
 
 
@@ -94,21 +102,27 @@ def step_plan(args, amp="off", rank=0, world_size=1, rnn_impl="padded"):
     return make_plan(config, DistContext(rank, rank, world_size, world_size), num_train_utterances=utterances)
 
 
+def utterance_frames(args):
+    """Feature frames of each utterance of a batch: the longest --seconds, the rest spread below it."""
+    longest = int(args.seconds * FRAMES_PER_SECOND)
+    return torch.linspace(longest, longest * (1 - args.length_spread), args.batch_size).round().long()
+
+
 def random_batch(args, spec, seed):
     generator = torch.Generator().manual_seed(seed)
-    frames, chars = int(args.seconds * FRAMES_PER_SECOND), int(args.seconds * CHARACTERS_PER_SECOND)
+    lengths, chars = utterance_frames(args), int(args.seconds * (1 - args.length_spread) * CHARACTERS_PER_SECOND)
     b = args.batch_size
-    return Batch(torch.randn(b, spec.num_features, frames, generator=generator),
-                 torch.full((b,), frames, dtype=torch.int64),
-                 torch.randint(1, NUM_CLASSES, (b, chars), generator=generator),
+    features = torch.randn(b, spec.num_features, int(lengths[0]), generator=generator)
+    features *= (torch.arange(features.shape[2]) < lengths[:, None])[:, None, :]
+    return Batch(features, lengths, torch.randint(1, NUM_CLASSES, (b, chars), generator=generator),
                  torch.full((b,), chars, dtype=torch.int64))
 
 
 def step_flops(args):
-    """Model FLOPs of one training step of one process (forward + backward; no padding here)."""
-    plan = step_plan(args)
-    frames = int(args.seconds * FRAMES_PER_SECOND)
-    return args.batch_size * StepCosts(plan.model_args).utterance_flops(frames)
+    """Model FLOPs of one training step of one process (forward + backward, each utterance at its length)."""
+    costs = StepCosts(step_plan(args).model_args)
+    useful, _ = costs.batch_flops(utterance_frames(args), args.seconds * FRAMES_PER_SECOND)
+    return float(useful)
 
 
 def worker(rank, args, amp, world_size, rnn_impl, port, result_file):
@@ -153,7 +167,9 @@ def main(argv=None):
     args = parse_args(argv)
     print(f"# {args.cores} cores; model {args.rnn_type} {args.rnn_layers}x{args.rnn_hidden_size}, conv "
           f"{args.conv_channels}, stride {args.time_stride}, {args.features} {args.n_mels}; per process "
-          f"{args.batch_size} utterances x {args.seconds:g} s; median of {args.steps} steps after {args.warmup}",
+          f"{args.batch_size} utterances x {args.seconds:g} s"
+          + (f" to {args.seconds * (1 - args.length_spread):.3g} s" if args.length_spread else "")
+          + f"; median of {args.steps} steps after {args.warmup}",
           flush=True)
     dtypes = {amp: AUTOCAST_DTYPES[amp] or torch.float32 for amp in args.amps}
     torch.set_num_threads(args.cores)
@@ -161,21 +177,24 @@ def main(argv=None):
     for amp, peak in peaks.items():
         print(f"matmul peak {str(dtypes[amp]).removeprefix('torch.'):9s} {peak / 1e9:8.1f} GFLOP/s", flush=True)
     flops = step_flops(args)
+    mean_seconds = float(utterance_frames(args).double().mean()) / FRAMES_PER_SECOND
     print(f"model FLOPs per step and process: {flops / 1e9:.1f} GFLOP (forward + backward)", flush=True)
     print(f"{'amp':5s} {'procs':>5s} {'rnn_impl':>8s} {'thr/proc':>8s} {'s/step':>7s} {'utt/s':>7s} "
           f"{'audio s/s':>9s} {'GFLOP/s':>8s} {'of peak':>7s}", flush=True)
-    rates = {}
-    for amp in args.amps:
-        for procs in args.procs:
-            for impl in args.rnn_impls:
-                result = measure(args, amp, procs, impl)
-                seconds = result["seconds_per_step"]
-                utterances = procs * args.batch_size / seconds
-                achieved = procs * flops / seconds
-                rates[amp, procs, impl] = utterances
-                print(f"{amp:5s} {procs:5d} {impl:>8s} {result['threads']:8d} {seconds:7.3f} {utterances:7.2f} "
-                      f"{utterances * args.seconds:9.1f} {achieved / 1e9:8.1f} {100 * achieved / peaks[amp]:6.1f}%",
-                      flush=True)
+    measured = {}   # (amp, procs, rnn_impl) -> utterances/s of each round
+    for _ in range(args.repeats):
+        for amp in args.amps:
+            for procs in args.procs:
+                for impl in args.rnn_impls:
+                    result = measure(args, amp, procs, impl)
+                    seconds = result["seconds_per_step"]
+                    utterances = procs * args.batch_size / seconds
+                    achieved = procs * flops / seconds
+                    measured.setdefault((amp, procs, impl), []).append(utterances)
+                    print(f"{amp:5s} {procs:5d} {impl:>8s} {result['threads']:8d} {seconds:7.3f} {utterances:7.2f} "
+                          f"{utterances * mean_seconds:9.1f} {achieved / 1e9:8.1f} "
+                          f"{100 * achieved / peaks[amp]:6.1f}%", flush=True)
+    rates = {key: statistics.median(values) for key, values in measured.items()}
     base_amp, base_procs, base_impl = args.amps[0], args.procs[0], args.rnn_impls[0]
     for amp in args.amps[1:]:
         for procs in args.procs:

@@ -6,7 +6,8 @@ from benchmark.config import TrainConfig
 from benchmark.data.batch import Batch
 from benchmark.faults import FaultInjector
 from benchmark.plan import make_plan
-from benchmark.trainer import APPLIED, NONFINITE_GRADS, NONFINITE_LOSS, OVERFLOW, NonFiniteError, NonFiniteSteps, Trainer
+from benchmark.trainer import (APPLIED, NONFINITE_GRADS, NONFINITE_LOSS, OVERFLOW, NonFiniteError, NonFiniteSteps,
+                               Trainer)
 
 
 def tiny_plan(**flags):

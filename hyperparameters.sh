@@ -6,8 +6,7 @@
 #
 # GPU entries are untuned starting points (AdamW, one-cycle; square-root learning-rate scaling from 256):
 # no GPU time-to-target run has been made yet. The CPU recipe lives in config_CPU.sh.
-ds2_check_int BATCH_SIZE 1; ds2_check_int NPROC 1; ds2_check_int NNODES 1
-GLOBAL_BATCH_SIZE=$((BATCH_SIZE * NPROC * NNODES))
+ds2_global_batch
 
 case "$GLOBAL_BATCH_SIZE" in
   256)  : "${LEARNING_RATE:=8e-4}"   "${WARMUP_FRACTION:=0.05}" ;;   # DGX1: 8 x 32

@@ -8,17 +8,21 @@
 #   2. validates every variable (booleans exactly true/false, enumerations, numbers), naming a bad one;
 #   3. prepares the data if absent, outside the timed region: the synthetic corpus (DATASET=synthetic, or
 #      DATASET=auto without LibriSpeech manifests) or LibriSpeech, into DATA_DIR (default data/<dataset>);
-#   4. for each of NEXP runs: reserves results/<system>/result_<n>.txt (never overwritten, safe when runs
+#   4. names the system after this machine (SYSTEM_NAME, e.g. CPU_AMD_EPYC_2c; the published results/CPU
+#      is another machine's) and, on its first run, writes results/<system>/system_desc.json, generated
+#      from the machine and checked by mlperf_logging (python -m benchmark.results.system_desc);
+#   5. for each of NEXP runs: reserves results/<system>/result_<n>.txt (never overwritten, safe when runs
 #      start concurrently), writes the resolved configuration to results/<system>/config_<n>.sh, drops the
 #      page caches (best effort), launches `torchrun ... -m benchmark.train` with seed SEED_BASE+index and
 #      prints   RESULT,DEEPSPEECH2,<seed>,<seconds>,<user>,<start date>
 #      where seconds = run_stop - run_start of the run's MLPerf log (wall time if the log has no run_stop);
-#   5. with NEXP>1, prints the MLPerf score: python -m benchmark.results.report results/<system>.
+#   6. with NEXP>1, prints the MLPerf score: python -m benchmark.results.report results/<system>.
 # Exit status: the training's: 0 success, 3 aborted (target not reached; torchrun reports it as 1, the log's
 # run_stop status tells), 1 error; NEXP>1: the first failed run's, else 0. 2: a configuration error.
 #
 # Variables (the environment overrides the config file):
 #   SYSTEM             which config_<SYSTEM>.sh (see above)
+#   SYSTEM_NAME        the results folder (default: derived from the machine); must describe this machine
 #   DRY_RUN=1          print the resolved configuration and the exact launch command(s), then exit:
 #                      no set-up, no data preparation, no training, nothing written
 #   NEXP, SEED_BASE    number of runs (default 1) and the first run's seed (default $SEED, else 1)
@@ -50,6 +54,7 @@ esac
 
 ds2_load_config
 ds2_choose_python "$DRY"
+ds2_system_name
 ds2_resolve_data
 
 if (( NNODES > 1 )); then
@@ -58,11 +63,11 @@ if (( NNODES > 1 )); then
     "whichever node gets rank 0 writes $RESULTS_DIR/$SYSTEM/result_<n>.txt (run.sub does this on SLURM)"
 fi
 
-first=${RESULT_INDEX:-$(ds2_next_free_result "$RESULTS_DIR/$SYSTEM")}
+first=${RESULT_INDEX:-$(ds2_next_free_result "$RESULTS_DIR/$SYSTEM_NAME")}
 ds2_configure_run 0 "$first"   # validates every training variable before anything is prepared or written
 
 if [ "$DRY" = true ]; then
-  echo "# Resolved configuration: $CONFIG_FILE (python: $PYTHON)"
+  echo "# Resolved configuration: $CONFIG_FILE (python: $PYTHON), system $SYSTEM_NAME"
   ds2_print_resolved
   if [ "$DATA_READY" = false ]; then
     echo "# data absent: it would be prepared (not timed) with:"
@@ -79,6 +84,7 @@ if [ "$DRY" = true ]; then
 fi
 
 ds2_check_gpus
+ds2_system_name write   # this machine's system_desc.json on its first run, checked by mlperf_logging
 if [ "$DATA_READY" = false ] || { [ "$PREP_ALWAYS" = true ] && (( NNODES == 1 )); }; then
   (( NNODES == 1 )) || ds2_fail "no data in $DATA_DIR: prepare it once before a multi-node run: $(ds2_quote "${PREP_CMD[@]}")"
   ds2_note "preparing or checking the data in $DATA_DIR (outside the timed run): $(ds2_quote "${PREP_CMD[@]}")"
@@ -89,11 +95,11 @@ fi
 
 status=0
 for ((i = 0; i < NEXP; i++)); do
-  n=$(ds2_reserve_result "$RESULTS_DIR/$SYSTEM" "$i") || exit 2
+  n=$(ds2_reserve_result "$RESULTS_DIR/$SYSTEM_NAME" "$i") || exit 2
   ds2_configure_run "$i" "$n"
   ds2_write_resolved "$RESOLVED_FILE" "$RESULT_FILE"
   ds2_clear_caches
-  ds2_note "run $((i + 1))/$NEXP of $SYSTEM, seed $SEED, log $RESULT_FILE"
+  ds2_note "run $((i + 1))/$NEXP of $SYSTEM on $SYSTEM_NAME, seed $SEED, log $RESULT_FILE"
   ds2_quote "${LAUNCH_CMD[@]}"
   start_fmt=$(date +"%Y-%m-%d %r")
   started=$(date +%s.%N)
@@ -114,7 +120,7 @@ for ((i = 0; i < NEXP; i++)); do
 done
 
 if (( NEXP > 1 )); then
-  echo "# Score of $RESULTS_DIR/$SYSTEM:"
-  "$PYTHON" -m benchmark.results.report "$RESULTS_DIR/$SYSTEM" || ds2_note "benchmark.results.report failed (status $?)"
+  echo "# Score of $RESULTS_DIR/$SYSTEM_NAME:"
+  "$PYTHON" -m benchmark.results.report "$RESULTS_DIR/$SYSTEM_NAME" || ds2_note "benchmark.results.report failed (status $?)"
 fi
 exit "$status"

@@ -64,7 +64,7 @@ if [ "$DRY" = true ]; then
       -e CLEAR_CACHES=false "$IMAGE" ./run_and_time.sh
   done
   echo "# score:"
-  ds2_quote docker run --rm -v "$RESULTS_HOST:$workdir/results" "$IMAGE" python3 -m benchmark.results.report "results/$SYSTEM"
+  ds2_quote docker run --rm -v "$RESULTS_HOST:$workdir/results" "$IMAGE" python3 -m benchmark.results.report results
   exit 0
 fi
 
@@ -86,7 +86,7 @@ for ((i = 0; i < NEXP; i++)); do
   fi
 done
 if (( NEXP > 1 )); then
-  docker run --rm -v "$RESULTS_HOST:$workdir/results" "$IMAGE" python3 -m benchmark.results.report "results/$SYSTEM" ||
+  docker run --rm -v "$RESULTS_HOST:$workdir/results" "$IMAGE" python3 -m benchmark.results.report results ||
     ds2_note "benchmark.results.report failed"
 fi
 exit "$status"

@@ -7,7 +7,12 @@ statuses. A run logs, in this order:
   train_samples, eval_samples, model_config, init_stop, run_start, per epoch [epoch_start, epoch_stop,
   train_loss, data_wait_seconds, train_throughput, eval_start, eval_accuracy (WER as a fraction), eval_stop], then
   nonfinite_steps_skipped and run_stop (metadata status); a resumed run adds `resume` after init_start.
+  `machine` (between init_start and init_stop) records the machine the run ran on.
 The log file is the run's result file (results/<system>/result_<n>.txt), never next to the source.
+
+Which run_start and run_stop count: `timed_region(records)`, the one rule every reader uses (report, RESULT
+line, measuring scripts): a valid log has exactly one run_start and at most one run_stop after it; a log
+with two of either is invalid (a resumed run, a forged or duplicated event) and has no time to train.
 
 Reading: `read_log(path)` is the one parser of result logs (ours or anyone's), used by the report, the
 compliance tool, the launchers' RESULT line (scripts/mllog_seconds.py) and the measuring scripts. A line
@@ -75,6 +80,7 @@ class Key:
     MODEL_CONFIG = "model_config"               # model flags, backend, world size, threads, device
     OPT_LR_SCHEDULE = "opt_lr_schedule"
     OPT_MOMENTUM = "opt_momentum"
+    MACHINE = "machine"                         # the machine's identity (benchmark.results.system_desc)
     # read in other benchmarks' logs
     TARGET_ACCURACY = "target_accuracy"
 
@@ -144,6 +150,46 @@ def read_log(path):
         metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
         records.append(Record(number, time_ms, data["key"], data.get("value"), metadata))
     return records, warnings
+
+
+@dataclass
+class TimedRegion:
+    """The run_start -> run_stop pair of one log, by the one rule (see the module docstring)."""
+    start: Record = None
+    stop: Record = None
+    problems: list = None   # why the log has no valid timed region; empty when it has one
+
+    @property
+    def valid(self):
+        return not self.problems and self.start is not None
+
+    @property
+    def status(self):
+        """run_stop's status (None without a run_stop or status)."""
+        return None if self.stop is None else self.stop.metadata.get(Key.STATUS)
+
+    @property
+    def milliseconds(self):
+        """run_stop - run_start; None unless the region is valid and closed."""
+        return self.stop.time_ms - self.start.time_ms if self.valid and self.stop is not None else None
+
+
+def timed_region(records):
+    """TimedRegion of a log's records. Problems: no run_start, more than one run_start or run_stop, a
+    run_stop before run_start. A missing run_stop (an interrupted run) is not a problem here: stop is None."""
+    starts = [r for r in records if r.key == Key.RUN_START]
+    stops = [r for r in records if r.key == Key.RUN_STOP]
+    problems = []
+    if not starts:
+        problems.append("no run_start")
+    for key, found in ((Key.RUN_START, starts), (Key.RUN_STOP, stops)):
+        if len(found) > 1:
+            problems.append(f"{len(found)} {key} records (lines {', '.join(str(r.line) for r in found)}): "
+                            "a valid log has one")
+    start, stop = (starts or [None])[0], (stops or [None])[0]
+    if start is not None and stop is not None and stop.time_ms < start.time_ms:
+        problems.append(f"run_stop (line {stop.line}) before run_start (line {start.line})")
+    return TimedRegion(start, stop, problems)
 
 
 # ------------------------------------------------------------------------------------------- writing

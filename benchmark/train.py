@@ -45,6 +45,7 @@ from benchmark.flops import measure_matmul_peak
 from benchmark.mlperf_log import Key, MLPerfLogger, Status
 from benchmark.optim import optimizer_hyperparameters
 from benchmark.plan import MODEL_FLAGS, make_plan
+from benchmark.results import system_desc
 from benchmark.trainer import Evaluator, NonFiniteError, Trainer, wer_of
 
 EXIT_ABORTED, EXIT_BAD_CONFIG, EXIT_TERMINATED = 3, 2, 128 + signal.SIGTERM
@@ -113,6 +114,10 @@ def log_header(log, plan, eval_samples):
     log.event(Key.TARGET_WER, config.target_wer)
     log.event(Key.TRAIN_SAMPLES, plan.train_samples)
     log.event(Key.EVAL_SAMPLES, eval_samples)
+    if ctx.is_main:   # the machine this run ran on (rank 0's node; only rank 0 logs)
+        accelerators = ctx.local_world_size if plan.device.type == "cuda" else 0
+        log.event(Key.MACHINE, system_desc.identity(system_desc.describe(
+            accelerators, nodes=max(ctx.world_size // ctx.local_world_size, 1))))
     log.event(Key.MODEL_CONFIG, {k: getattr(config, k) for k in (
         "rnn_type", "rnn_hidden_size", "rnn_layers", "conv_channels", "time_stride", "features", "n_mels",
         "amp", "data_backend")} | {"backend": plan.backend.name, "world_size": ctx.world_size,

@@ -51,7 +51,7 @@ from tqdm import tqdm  # noqa: E402
 from benchmark import config as bench_config_module  # noqa: E402
 from benchmark.data.manifest import filter_by_duration, read_manifests  # noqa: E402
 from benchmark.distributed import DistContext  # noqa: E402
-from benchmark.mlperf_log import Key, read_log  # noqa: E402
+from benchmark.mlperf_log import Key, read_log, timed_region  # noqa: E402
 from benchmark.plan import make_plan  # noqa: E402
 from benchmark.trainer import Trainer  # noqa: E402
 from measure.system_recipe import split_flags, system_recipe  # noqa: E402
@@ -268,6 +268,7 @@ def print_throughput(best, steps, audio_seconds):
 # ------------------------------------------------------------------------------------------ to target
 def summarize_run(path):
     records, _ = read_log(path)
+    region = timed_region(records)   # the one rule for which run_start/run_stop count
     first = {}
     for r in records:
         first.setdefault(r.key, r)
@@ -275,11 +276,11 @@ def summarize_run(path):
     stops = {r.metadata[Key.EPOCH_NUM]: r.time_ms for r in records if r.key == Key.EPOCH_STOP}
     epoch_seconds = sum((stops[n] - starts[n]) / 1000 for n in stops if n in starts)
     wers = [r.value for r in records if r.key == Key.EVAL_ACCURACY]
-    if Key.RUN_START not in first or Key.RUN_STOP not in first:
-        return {"status": "no run_stop (crashed?)", "seconds": float("nan"), "epochs": len(wers),
-                "wer": wers[-1] if wers else float("nan"), "utt_per_s": float("nan")}
-    return {"status": first[Key.RUN_STOP].metadata.get(Key.STATUS), "epochs": len(wers),
-            "seconds": (first[Key.RUN_STOP].time_ms - first[Key.RUN_START].time_ms) / 1000,
+    if region.milliseconds is None:
+        why = "; ".join(region.problems) or "no run_stop (crashed?)"
+        return {"status": f"invalid log: {why}" if region.problems else why, "seconds": float("nan"),
+                "epochs": len(wers), "wer": wers[-1] if wers else float("nan"), "utt_per_s": float("nan")}
+    return {"status": region.status, "epochs": len(wers), "seconds": region.milliseconds / 1000,
             "wer": wers[-1] if wers else float("nan"),
             "utt_per_s": first[Key.TRAIN_SAMPLES].value * len(stops) / epoch_seconds if epoch_seconds else float("nan")}
 

@@ -3,8 +3,10 @@
 Usage: python scripts/mllog_seconds.py LOG            # e.g. 812.345
        python scripts/mllog_seconds.py --status LOG   # run_stop's status: success, aborted, ...
 Prints the seconds with millisecond precision (the log's resolution) and exits 0; exits 1 with a message
-when the log lacks either event (an interrupted run), so the caller can fall back to wall time.
-The status lets a launcher recover the training's outcome, which torchrun reduces to exit status 1.
+when the log has no valid timed region: no run_start or no run_stop (an interrupted run), or two of either
+(an invalid log: benchmark.mlperf_log.timed_region is the one rule every reader follows), so the caller
+can fall back to wall time. The status lets a launcher recover the training's outcome, which torchrun
+reduces to exit status 1.
 Records are read by benchmark.mlperf_log.read_log, which skips lines that do not parse: a truncated last
 line must not hide the events before it. Only the standard library is needed (no torch, no mllog).
 """
@@ -12,18 +14,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from benchmark.mlperf_log import Key, read_log  # noqa: E402  (path set up above: runs as a plain script)
-
-
-def run_times(records):
-    """(run_start time_ms, run_stop time_ms, run_stop status), None when absent; first start, last stop."""
-    start = stop = status = None
-    for record in records:
-        if record.key == Key.RUN_START and start is None:
-            start = record.time_ms
-        elif record.key == Key.RUN_STOP:
-            stop, status = record.time_ms, record.metadata.get(Key.STATUS)
-    return start, stop, status
+from benchmark.mlperf_log import read_log, timed_region  # noqa: E402  (path set up above: runs as a plain script)
 
 
 def main(argv):
@@ -36,18 +27,16 @@ def main(argv):
     if not records and warnings and warnings[0].startswith("cannot read"):
         print(f"mllog_seconds: {warnings[0]}", file=sys.stderr)
         return 1
-    start, stop, status = run_times(records)
-    if want_status:
-        if status is None:
-            print(f"mllog_seconds: {argv[0]}: no run_stop with a status", file=sys.stderr)
-            return 1
-        print(status)
-        return 0
-    if start is None or stop is None:
-        missing = " and ".join(k for k, v in (("run_start", start), ("run_stop", stop)) if v is None)
-        print(f"mllog_seconds: {argv[0]}: no {missing}", file=sys.stderr)
+    region = timed_region(records)
+    problems = list(region.problems)
+    if region.stop is None:
+        problems.append("no run_stop")
+    elif want_status and region.status is None:
+        problems.append("run_stop without a status")
+    if problems:
+        print(f"mllog_seconds: {argv[0]}: {'; '.join(problems)}", file=sys.stderr)
         return 1
-    print(f"{(stop - start) / 1000.0:.3f}")
+    print(region.status if want_status else f"{region.milliseconds / 1000.0:.3f}")
     return 0
 
 

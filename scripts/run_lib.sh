@@ -4,6 +4,7 @@
 # One place decides how a run is configured, so the three launchers cannot drift:
 #   ds2_load_config      SYSTEM -> config_<SYSTEM>.sh, sourced; shell-level variables defaulted and validated
 #   ds2_choose_python    .venv/bin/python on a bare machine (set-up first), $PYTHON (python3) in the image
+#   ds2_system_name      this machine -> SYSTEM_NAME, its results folder (one system per machine)
 #   ds2_resolve_data     DATASET/DATA_DIR -> manifest paths and the command that prepares them
 #   ds2_train_args       TrainConfig variables -> validated `--flag=value` list (scripts/train_flags.py)
 #   ds2_reserve_result   atomically claims results/<system>/result_<n>.txt (never reused, never shared)
@@ -13,7 +14,7 @@
 
 DS2_PROG=${DS2_PROG:-$(basename "$0")}
 # Shell-level variables (the rest are TrainConfig fields, listed by `scripts/train_flags.py --names`).
-DS2_SHELL_VARS="SYSTEM NPROC NNODES RDZV_ENDPOINT RESULT_INDEX DATASET DATA_DIR TRAIN_SUBSETS EVAL_SUBSETS
+DS2_SHELL_VARS="SYSTEM SYSTEM_NAME NPROC NNODES RDZV_ENDPOINT RESULT_INDEX DATASET DATA_DIR TRAIN_SUBSETS EVAL_SUBSETS
 SYNTH_HOURS SYNTH_SEED NEXP SEED_BASE RESULTS_DIR RUNS_DIR CLEAR_CACHES GLOBAL_BATCH_SIZE"
 LIBRISPEECH_TRAIN_SUBSETS="train-clean-100,train-clean-360,train-other-500"
 LIBRISPEECH_EVAL_SUBSETS="dev-clean"
@@ -41,6 +42,13 @@ ds2_check_enum() {   # VAR CHOICE...
   local var=$1 choice; shift
   for choice in "$@"; do [ "${!var-}" = "$choice" ] && return 0; done
   local IFS='|'; ds2_fail "$var='${!var-}': must be one of $*"
+}
+
+# The global batch in the shell (hyperparameters.sh picks the learning rate by it before any Python runs);
+# the training derives its own from the same variables in benchmark/plan.py and logs it.
+ds2_global_batch() {
+  ds2_check_int BATCH_SIZE 1; ds2_check_int NPROC 1; ds2_check_int NNODES 1
+  GLOBAL_BATCH_SIZE=$((BATCH_SIZE * NPROC * NNODES))
 }
 
 # --- system selection ---
@@ -100,7 +108,7 @@ ds2_load_config() {
   ds2_check_bool CLEAR_CACHES
   ds2_check_enum DATASET auto synthetic librispeech
   [ -z "${RESULT_INDEX:-}" ] || ds2_check_int RESULT_INDEX 1
-  if [ -n "${BATCH_SIZE:-}" ]; then ds2_check_int BATCH_SIZE 1; GLOBAL_BATCH_SIZE=$((BATCH_SIZE * NPROC * NNODES)); fi
+  if [ -n "${BATCH_SIZE:-}" ]; then ds2_global_batch; fi
   local var
   for var in $DS2_SHELL_VARS; do [ -z "${!var+set}" ] || export "${var?}"; done
 }
@@ -122,6 +130,21 @@ ds2_choose_python() {   # $1: true to skip set-up (dry runs need only the standa
     if [ -x "$bin/torchrun" ]; then TORCHRUN=$bin/torchrun; else TORCHRUN=torchrun; fi
   fi
   export PYTHON
+}
+
+# --- the system: one per machine (benchmark.results.system_desc) ---
+# Sets SYSTEM_NAME, the results folder and submission_platform of a run on this machine: derived from the
+# machine (CPU_<processor>_<vcpus>c, <n>x<GPU>), never a folder whose system_desc.json describes another
+# machine (a different one gets <name>_<hash>). SYSTEM still names the recipe (config_<SYSTEM>.sh). A
+# SYSTEM_NAME given by the user must describe this machine, or the launch stops (exit 2).
+ds2_system_name() {   # [write]: also write results/<system>/system_desc.json on the system's first run
+  local accelerators=0 args
+  [ "${NUM_GPUS:--1}" = 0 ] || accelerators=$NPROC
+  args=(--accelerators "$accelerators" --nodes "$NNODES" --folder-for "$RESULTS_DIR")
+  [ -z "${SYSTEM_NAME:-}" ] || args+=(--name "$SYSTEM_NAME")
+  [ "${1:-}" != write ] || args+=(--write)
+  SYSTEM_NAME=$("$PYTHON" -m benchmark.results.system_desc "${args[@]}") || exit 2
+  export SYSTEM_NAME
 }
 
 # GPU configs need NPROC GPUs per node; NUM_GPUS=0 means a CPU run.
@@ -182,7 +205,7 @@ ds2_resolve_data() {
 # Sets TRAIN_ARGS (array of --flag=value) from the exported variables; exits 2 naming a bad variable.
 ds2_train_args() {
   local out
-  out=$("$PYTHON" scripts/train_flags.py) || exit 2
+  out=$(SYSTEM=$SYSTEM_NAME "$PYTHON" scripts/train_flags.py) || exit 2   # --system: the machine's system
   mapfile -t TRAIN_ARGS <<< "$out"
 }
 ds2_train_var_names() { "$PYTHON" scripts/train_flags.py --names; }
@@ -191,13 +214,13 @@ ds2_train_var_names() { "$PYTHON" scripts/train_flags.py --names; }
 # 0; seed SEED_BASE+INDEX) whose result number is N. RDZV_ID (multi-node) defaults to ds2perf-<system>-<N>.
 ds2_configure_run() {   # INDEX N [RDZV_ID]
   SEED=$((SEED_BASE + $1))
-  RESULT_FILE=$RESULTS_DIR/$SYSTEM/result_$2.txt
-  RESOLVED_FILE=$RESULTS_DIR/$SYSTEM/config_$2.sh
-  OUTPUT_DIR=$RUNS_DIR/$SYSTEM/run_$2
+  RESULT_FILE=$RESULTS_DIR/$SYSTEM_NAME/result_$2.txt
+  RESOLVED_FILE=$RESULTS_DIR/$SYSTEM_NAME/config_$2.sh
+  OUTPUT_DIR=$RUNS_DIR/$SYSTEM_NAME/run_$2
   LOG_FILE=$RESULT_FILE
   export SEED OUTPUT_DIR LOG_FILE
   ds2_train_args
-  ds2_torchrun_cmd "${3:-ds2perf-$SYSTEM-$2}"
+  ds2_torchrun_cmd "${3:-ds2perf-$SYSTEM_NAME-$2}"
 }
 
 # Prints n after creating DIR/result_<n>.txt with O_EXCL (noclobber): two runs starting at the same moment

@@ -36,11 +36,14 @@ def fake_mllog_clock(start_ms):
 
 def write_run_log(path, wers, *, target_wer=0.30, status="auto", epoch_minutes=1.0, init_minutes=0.5,
                   seed=1, start_ms=START_MS, omit=(), duplicate=(), stop=True, benchmark_name=None,
-                  run_stop_metadata=None, eval_samples=100, division="closed"):
+                  run_stop_metadata=None, eval_samples=100, division="closed", machine=None, extra_evals=(),
+                  global_batch_size=32):
     """One run: init, then per epoch train (epoch_minutes) and eval with the next WER of `wers`.
 
     status 'auto' logs success when the last WER meets the target, else aborted. omit: keys not logged;
     duplicate: keys logged twice; stop=False leaves the run without run_stop (an interrupted run).
+    machine: the Key.MACHINE record (a system_desc identity), none by default (as in the published logs);
+    extra_evals: (epoch, WER) eval_accuracy records added after the last eval (a forged one).
     """
     if status == "auto":
         status = Status.SUCCESS if wers and wers[-1] <= target_wer else Status.ABORTED
@@ -58,7 +61,7 @@ def write_run_log(path, wers, *, target_wer=0.30, status="auto", epoch_minutes=1
         for key, value in [(Key.SUBMISSION_BENCHMARK, benchmark_name or "deepspeech2"),
                            (Key.SUBMISSION_ORG, "ds2perf"), (Key.SUBMISSION_DIVISION, division),
                            (Key.SUBMISSION_STATUS, "onprem"), (Key.SUBMISSION_PLATFORM, "CPU"),
-                           (Key.SEED, seed), (Key.GLOBAL_BATCH_SIZE, 32),
+                           (Key.SEED, seed), (Key.GLOBAL_BATCH_SIZE, global_batch_size),
                            (Key.OPT_NAME, "adamw"), (Key.OPT_BASE_LR, 5e-4),
                            (Key.OPT_WEIGHT_DECAY, 1e-5), (Key.OPT_ADAMW_BETA_1, 0.9),
                            (Key.OPT_ADAMW_BETA_2, 0.999), (Key.OPT_ADAMW_EPSILON, 1e-8),
@@ -66,6 +69,8 @@ def write_run_log(path, wers, *, target_wer=0.30, status="auto", epoch_minutes=1
                            (Key.TARGET_WER, target_wer), (Key.TRAIN_SAMPLES, 1000),
                            (Key.EVAL_SAMPLES, eval_samples)]:
             log("event", key, value)
+        if machine is not None:
+            log("event", Key.MACHINE, machine)
         clock.advance(init_minutes)
         log("end", Key.INIT_STOP)
         log("start", Key.RUN_START)
@@ -81,6 +86,8 @@ def write_run_log(path, wers, *, target_wer=0.30, status="auto", epoch_minutes=1
             clock.advance(epoch_minutes * 0.1)
             log("event", Key.EVAL_ACCURACY, wer, meta)
             log("end", Key.EVAL_STOP, metadata=meta)
+        for epoch, wer in extra_evals:
+            log("event", Key.EVAL_ACCURACY, wer, {"epoch_num": epoch})
         if stop:
             log("end", Key.RUN_STOP,
                 metadata=run_stop_metadata if run_stop_metadata is not None else {"status": status})

@@ -29,3 +29,23 @@ def test_reader_keeps_records_and_turns_bad_lines_into_warnings(tmp_path):
     assert len(warnings) == 4 and "line 3: unreadable" in warnings[0] and "line 7 (last line: truncated?)" in warnings[3]
     assert [n for n, _, _ in mlperf_log.token_lines(log)] == [1, 3, 4, 5, 6, 7]
     assert mlperf_log.read_log(tmp_path / "missing.txt")[1][0].startswith("cannot read")
+
+
+def test_timed_region_is_the_one_rule_for_run_start_and_run_stop(tmp_path):
+    def region(*lines):
+        log = tmp_path / "log.txt"
+        log.write_text("".join(f':::MLLOG {{"key": "{k}", "time_ms": {t}, "metadata": {{"status": "{s}"}}}}\n'
+                               for k, t, s in lines))
+        return mlperf_log.timed_region(mlperf_log.read_log(log)[0])
+
+    good = region(("run_start", 1000, ""), ("run_stop", 61000, "success"))
+    assert good.valid and good.milliseconds == 60000 and good.status == "success" and good.problems == []
+    open_ended = region(("run_start", 1000, ""))
+    assert open_ended.valid and open_ended.stop is None and open_ended.milliseconds is None
+    two_stops = region(("run_start", 0, ""), ("run_stop", 444000, "success"), ("run_stop", 1043800, "aborted"))
+    assert not two_stops.valid and two_stops.milliseconds is None
+    assert two_stops.problems == ["2 run_stop records (lines 2, 3): a valid log has one"]
+    assert region(("run_start", 0, ""), ("run_start", 5, ""), ("run_stop", 9, "success")).problems[0].startswith(
+        "2 run_start records")
+    assert region(("run_stop", 9, "success")).problems == ["no run_start"]
+    assert "before run_start" in region(("run_start", 9, ""), ("run_stop", 1, "success")).problems[0]

@@ -20,6 +20,7 @@ from benchmark.data.manifest import read_manifest
 from benchmark.data.sampler import TrainBatchSampler, eval_batches
 from benchmark.data.torch_loader import UtteranceDataset, _collate
 from benchmark.metrics import word_errors
+from mlperf_run_logs import write_run_log
 from benchmark.model import DeepSpeech2 as BenchmarkModel
 from benchmark.optim import build_optimizer, build_scheduler
 from benchmark.trainer import ctc_loss
@@ -367,3 +368,12 @@ def test_compare_time_to_target_runs_both_trainers(compare_reference, tiny_corpu
     assert "not both reached the target" in out
     assert "--nproc_per_node=2" in out and "--batch_size=2" in out   # TINY_RECIPE's batch 2 on each of 2 ranks
     assert "-m reference.train" in out and "--batch_size=4" in out   # the reference: their global batch
+
+
+def test_compare_time_to_target_follows_the_one_run_stop_rule(compare_reference, tmp_path):
+    """Its summary used to time a log with two run_stop by the first (as the report did)."""
+    log = write_run_log(tmp_path / "log.txt", [0.9, 0.29], duplicate={"run_stop"})
+    summary = compare_reference.summarize_run(log)
+    assert summary["status"].startswith("invalid log: 2 run_stop records") and summary["seconds"] != summary["seconds"]
+    good = compare_reference.summarize_run(write_run_log(tmp_path / "good.txt", [0.9, 0.29], epoch_minutes=1.0))
+    assert good["status"] == "success" and good["seconds"] == pytest.approx(120.0)

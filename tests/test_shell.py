@@ -5,6 +5,7 @@ once with a stand-in for torchrun that writes the two MLPerf events a run is tim
 resolved configs, RESULT lines and exit statuses are checked on the real scripts. Linting uses the pinned
 hadolint and shellcheck binaries from requirements.txt.
 """
+import json
 import os
 from pathlib import Path
 import re
@@ -66,9 +67,18 @@ def launch(clean_env, tmp_path):
             env["DRY_RUN"] = "1"
         env.update({k: str(v) for k, v in variables.items()})
         return subprocess.run(["bash", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    run.env = dict(clean_env,   # the environment of a run, for commands the tests compose themselves PATH=f"{bin_dir}:{clean_env['PATH']}", RESULTS_DIR=str(tmp_path / "results"),
+    # the environment of a run, for commands the tests compose themselves
+    run.env = dict(clean_env, PATH=f"{bin_dir}:{clean_env['PATH']}", RESULTS_DIR=str(tmp_path / "results"),
                    RUNS_DIR=str(tmp_path / "runs"))
     return run
+
+
+def machine_name(launch, accelerators=0, nodes=1):
+    """The system name benchmark.results.system_desc derives on this machine (with the fake nvidia-smi of the
+    last launch): the results folder and --system of a run here."""
+    out = subprocess.run([sys.executable, "-m", "benchmark.results.system_desc", "--accelerators", str(accelerators),
+                          "--nodes", str(nodes)], cwd=ROOT, env=launch.env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)["system_name"]
 
 
 def launch_commands(stdout):
@@ -115,12 +125,14 @@ def test_dry_run_prints_the_launch_command_of_every_config(launch, tmp_path, sys
     options = dict(w.split("=", 1) for w in words if w.startswith("--") and "=" in w)
     for flag, value in EXPECTED[system].items():
         assert options.get(flag) == value, (flag, words)
-    assert options["--system"] == system and options["--seed"] == "1"
-    assert options["--log_file"] == f"{tmp_path}/results/{system}/result_1.txt"
+    # The system is the machine's (no GPU here: the DGX configs name a CPU system too); SYSTEM the recipe.
+    name = machine_name(launch, accelerators=0 if system == "CPU" else 8)
+    assert options["--system"] == name and options["--seed"] == "1"
+    assert options["--log_file"] == f"{tmp_path}/results/{name}/result_1.txt"
     # The flags are ones the training accepts: its own parser validates them.
     config = parse_config(train_flags(words))
-    assert config.system == system
-    assert f"SYSTEM={system}" in result.stdout.splitlines()
+    assert config.system == name
+    assert f"SYSTEM={system}" in result.stdout.splitlines() and f"SYSTEM_NAME={name}" in result.stdout.splitlines()
     # A dry run writes nothing: no results, no run folders, no data.
     assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
     assert {d: d.exists() for d in data_dirs} == existed
@@ -160,7 +172,7 @@ def test_a_config_file_error_names_the_variable(launch, tmp_path):
     good.write_text(config.read_text().replace('"${AMP:=:true}"', '"${AMP:=bf16}"'))
     result = launch(SYSTEM=str(good))
     assert result.returncode == 0, result.stderr
-    assert "--system=MINE2" in result.stdout and "--amp=bf16" in result.stdout   # name from the file name
+    assert "SYSTEM=MINE2" in result.stdout.splitlines() and "--amp=bf16" in result.stdout   # from the file name
 
 
 @pytest.mark.parametrize("gpus, system", [
@@ -173,14 +185,15 @@ def test_a_config_file_error_names_the_variable(launch, tmp_path):
 def test_default_system_follows_the_visible_gpus(launch, gpus, system):
     result = launch(gpus=gpus)
     assert result.returncode == 0, result.stderr
-    assert f"--system={system}" in result.stdout
+    assert f"SYSTEM={system}" in result.stdout.splitlines()
+    assert f"--system={machine_name(launch, len(gpus) if system != 'CPU' else 0)}" in result.stdout
     assert "a real run would stop" not in result.stdout
 
 
 def test_cuda_visible_devices_limits_the_gpus(launch):
     h100s = ("NVIDIA H100 80GB HBM3",) * 8
     assert "a real run would stop" in launch(gpus=h100s, CUDA_VISIBLE_DEVICES="0,1").stdout
-    assert "--system=CPU" in launch(gpus=h100s, CUDA_VISIBLE_DEVICES="").stdout
+    assert "SYSTEM=CPU" in launch(gpus=h100s, CUDA_VISIBLE_DEVICES="").stdout.splitlines()
 
 
 def test_too_few_gpus_and_unknown_gpus_are_explained(launch):
@@ -197,9 +210,11 @@ def test_multi_node_needs_a_shared_endpoint_and_result_number(launch):
     assert "RESULT_INDEX" in launch(NNODES=2, RDZV_ENDPOINT="127.0.0.1:29400").stderr
     result = launch(NNODES=2, NPROC=1, RDZV_ENDPOINT="127.0.0.1:29400", RESULT_INDEX=7)
     [words] = launch_commands(result.stdout)
-    assert {"--nnodes=2", "--rdzv_backend=c10d", "--rdzv_endpoint=127.0.0.1:29400", "--rdzv_id=ds2perf-CPU-7",
+    name = machine_name(launch, nodes=2)
+    assert name.endswith("_2nodes")
+    assert {"--nnodes=2", "--rdzv_backend=c10d", "--rdzv_endpoint=127.0.0.1:29400", f"--rdzv_id=ds2perf-{name}-7",
             "--nproc_per_node=1"} <= set(words) and "--standalone" not in words
-    assert parse_config(train_flags(words)).log_file.endswith("/CPU/result_7.txt")
+    assert parse_config(train_flags(words)).log_file.endswith(f"/{name}/result_7.txt")
 
 
 def reserve(results, count, parallel):
@@ -248,9 +263,63 @@ def standin(tmp_path):
                 EVAL_DATA_DIR=tmp_path / "train.csv")
 
 
+def describe_folder(folder):
+    """Gives folder this machine's system_desc.json, as a first run here would."""
+    subprocess.run([sys.executable, "-m", "benchmark.results.system_desc", "--folder-for", str(folder.parent),
+                    "--name", folder.name, "--write"], cwd=ROOT, check=True, capture_output=True)
+
+
+PUBLISHED = ROOT / "results" / "CPU"
+
+
+def test_a_run_on_another_machine_lands_in_its_own_folder_with_its_own_description(launch, standin, tmp_path):
+    """The published results/CPU come from another machine (its system_desc.json says so): a run here gets a
+    folder named after this machine, with a description generated here and accepted by mlperf_logging."""
+    results = tmp_path / "results"
+    shutil.copytree(PUBLISHED, results / "CPU")
+    published = {p.name: p.read_bytes() for p in (results / "CPU").iterdir()}
+    result = launch(dry=False, SYSTEM="CPU", **standin)
+    assert result.returncode == 0, result.stderr
+    name = machine_name(launch)
+    assert name.startswith("CPU_") and name.endswith(f"_{len(os.sched_getaffinity(0))}c")
+    assert {p.name: p.read_bytes() for p in (results / "CPU").iterdir()} == published   # untouched
+    assert sorted(p.name for p in (results / name).iterdir()) == ["config_1.sh", "result_1.txt", "system_desc.json"]
+    desc = json.loads((results / name / "system_desc.json").read_text())
+    here = json.loads(subprocess.run([sys.executable, "-m", "benchmark.results.system_desc"], cwd=ROOT,
+                                     env=launch.env, capture_output=True, text=True, check=True).stdout)
+    assert desc == here and desc["system_name"] == name and desc["host_processor_model_name"] in (
+        Path("/proc/cpuinfo").read_text())
+    check = subprocess.run([sys.executable, "-m", "benchmark.results.system_desc", "--check",
+                            str(results / name / "system_desc.json")], cwd=ROOT, capture_output=True, text=True)
+    assert check.returncode == 0 and check.stdout.startswith("PASS"), check.stdout
+    assert f"--system={name}" in standin["STANDIN_CALLS"].read_text()
+    # A second run here lands beside the first.
+    assert launch(dry=False, SYSTEM="CPU", **standin).returncode == 0
+    assert (results / name / "result_2.txt").is_file() and not (results / "CPU" / "result_6.txt").exists()
+
+
+def test_a_folder_describing_another_machine_is_never_shared(launch, standin, tmp_path):
+    launch(dry=True)
+    name = machine_name(launch)
+    taken = tmp_path / "results" / name     # the same name, another machine: the published description
+    taken.mkdir(parents=True)
+    (taken / "system_desc.json").write_text((PUBLISHED / "system_desc.json").read_text())
+    result = launch(dry=False, SYSTEM="CPU", **standin)
+    assert result.returncode == 0, result.stderr
+    [own] = [p for p in (tmp_path / "results").iterdir() if p != taken]
+    assert own.name.startswith(f"{name}_") and (own / "result_1.txt").is_file() and (own / "system_desc.json").is_file()
+    assert sorted(p.name for p in taken.iterdir()) == ["system_desc.json"]
+    # Asking for the published folder by name is refused, naming the difference, before anything is written.
+    shutil.copytree(PUBLISHED, tmp_path / "results" / "CPU")
+    result = launch(dry=False, SYSTEM="CPU", SYSTEM_NAME="CPU", **standin)
+    assert result.returncode == 2 and "describes another machine" in result.stderr
+    assert "host_processor_model_name" in result.stderr and not (tmp_path / "results" / "CPU" / "result_6.txt").exists()
+
+
 def test_timed_runs_reserve_results_write_configs_and_print_result_lines(launch, standin, tmp_path):
-    results = tmp_path / "results" / "CPU"
-    results.mkdir(parents=True)
+    launch(dry=True)   # the fake nvidia-smi, for machine_name
+    results = tmp_path / "results" / machine_name(launch)
+    describe_folder(results)
     (results / "result_1.txt").write_text("an earlier run\n")
     result = launch(dry=False, SYSTEM="CPU", NEXP=2, SEED_BASE=5, **standin)
     assert result.returncode == 0, result.stderr
@@ -282,14 +351,14 @@ def test_a_failed_run_passes_its_status_on_and_an_empty_log_is_given_back(launch
     # torchrun exits 1 whatever its worker's status; an aborted run (target not reached) is told by its log.
     result = launch(dry=False, SYSTEM="CPU", STANDIN_EXIT=1, STANDIN_STATUS="aborted", **standin)
     assert result.returncode == 3, result.stderr
-    assert (tmp_path / "results" / "CPU" / "result_1.txt").stat().st_size > 0
+    results = tmp_path / "results" / machine_name(launch)
+    assert (results / "result_1.txt").stat().st_size > 0
     result = launch(dry=False, SYSTEM="CPU", STANDIN_EXIT=1, **standin)   # failed after a successful run_stop
     assert result.returncode == 1
     result = launch(dry=False, SYSTEM="CPU", STANDIN_EXIT=1, STANDIN_LOG="false", **standin)
     assert result.returncode == 1 and "removed the empty" in result.stderr
     assert re.search(r"^RESULT,DEEPSPEECH2,1,\d+\.\d{3},", result.stdout, re.M)   # wall time
-    assert not (tmp_path / "results" / "CPU" / "result_3.txt").exists()
-    assert not (tmp_path / "results" / "CPU" / "config_3.sh").exists()
+    assert not (results / "result_3.txt").exists() and not (results / "config_3.sh").exists()
 
 
 def test_mllog_seconds_reads_run_start_and_run_stop(tmp_path):
@@ -303,10 +372,25 @@ def test_mllog_seconds_reads_run_start_and_run_stop(tmp_path):
     out = subprocess.run([sys.executable, "scripts/mllog_seconds.py", str(log)], cwd=ROOT, capture_output=True,
                          text=True)
     assert out.returncode == 1 and "run_stop" in out.stderr
-    log.write_text(':::MLLOG {"key": "run_stop", "time_ms": 1, "metadata": {"status": "aborted"}}\n')
+    log.write_text(':::MLLOG {"key": "run_start", "time_ms": 0}\n'
+                   ':::MLLOG {"key": "run_stop", "time_ms": 1, "metadata": {"status": "aborted"}}\n')
     out = subprocess.run([sys.executable, "scripts/mllog_seconds.py", "--status", str(log)], cwd=ROOT,
                          capture_output=True, text=True)
     assert (out.returncode, out.stdout) == (0, "aborted\n")
+
+
+def test_mllog_seconds_refuses_a_log_with_two_run_stops(tmp_path):
+    """The RESULT line's reader follows the one rule (benchmark.mlperf_log.timed_region): it used to take
+    the last run_stop while the report took the first."""
+    log = tmp_path / "log.txt"
+    log.write_text(':::MLLOG {"key": "run_start", "time_ms": 0}\n'
+                   ':::MLLOG {"key": "run_stop", "time_ms": 444000, "metadata": {"status": "success"}}\n'
+                   ':::MLLOG {"key": "run_stop", "time_ms": 1043800, "metadata": {"status": "aborted"}}\n')
+    for flags in ([], ["--status"]):
+        out = subprocess.run([sys.executable, "scripts/mllog_seconds.py", *flags, str(log)], cwd=ROOT,
+                             capture_output=True, text=True)
+        assert (out.returncode, out.stdout) == (1, ""), flags
+        assert "2 run_stop records (lines 2, 3)" in out.stderr
 
 
 def test_run_sub_launches_every_node_with_c10d_rendezvous(launch, tmp_path):
@@ -336,7 +420,7 @@ def test_run_with_docker_mounts_data_and_forwards_variables(launch, tmp_path):
         assert f"{tmp_path}/d:/workspace/ds2perf/data" in words and "--gpus" in words
         pairs = {words[j + 1] for j, w in enumerate(words) if w == "-e"}
         assert {"SYSTEM", "AMP", "RNN_LAYERS", "NEXP=1", f"SEED_BASE={1 + i}", "CLEAR_CACHES=false"} <= pairs
-    assert "docker build -t ds2perf:latest" in result.stdout and "benchmark.results.report results/DGX1" in result.stdout
+    assert "docker build -t ds2perf:latest" in result.stdout and "benchmark.results.report results\n" in result.stdout
     assert launch("run_with_docker.sh", SYSTEM="DGX1", AMP=":true").returncode == 2
 
 

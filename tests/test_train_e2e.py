@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from benchmark import mlperf_log
+from benchmark.results import system_desc
 
 SMALL_MODEL = ["--features", "logmel", "--n_mels", "40", "--rnn_type", "gru", "--rnn_hidden_size", "32",
                "--rnn_layers", "2", "--conv_channels", "4", "--time_stride", "4", "--batch_size", "4",
@@ -57,6 +58,9 @@ def test_train_two_epochs_logs_every_mlperf_event(tiny_corpus, tmp_path, backend
         assert e["value"] > 0 and meta["precision"] == "fp32" and 0 < meta["useful_tflop"] <= meta["padded_tflop"]
         assert 0 < meta["fraction_of_peak"] < 1.5 and meta["matmul_peak_tflop_per_second"] > 0
         assert meta["fraction_of_peak"] == pytest.approx(e["value"] / meta["matmul_peak_tflop_per_second"], rel=1e-3)
+    # The machine the run ran on, as benchmark.results.system_desc identifies it (a CPU run, one node).
+    assert keys.count("machine") == 1 and keys.index("init_start") < keys.index("machine") < keys.index("init_stop")
+    assert by_key["machine"]["value"] == system_desc.identity(system_desc.describe(0, nodes=1))
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["checkpoint_epoch0001.pt",
                                                                       "checkpoint_epoch0002.pt"]
 

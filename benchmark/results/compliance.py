@@ -127,12 +127,14 @@ def _summarize(message, file_lines):
     return first
 
 
-def check_log(path, config_path):
-    """Runs the official checker on one log with the resolved rules; returns a Verdict."""
+def check_log(path, config_path, ruleset=RULESET, werror=True):
+    """Runs the official checker on one log with the rules of config_path; returns a Verdict. Our rules run
+    with werror (as --werror: duplicate identical events fail); result_summarizer checks other benchmarks'
+    logs with their official common.yaml and werror=False, which benchmark.results.scoring repeats."""
     path = str(path)
     if not Path(path).is_file():
         return Verdict(path, False, [f"no such file: {path}"])
-    checker = mlp_compliance.make_checker("training", RULESET, quiet=False, werror=True)
+    checker = mlp_compliance.make_checker("training", ruleset, quiet=False, werror=werror)
     mlp_compliance.enqueued_configs.clear()   # module-global queue; a crashed earlier check may leave items
     with _captured_root_logging():
         try:
@@ -147,7 +149,7 @@ def check_log(path, config_path):
     reasons = []
     for message in [*checker.warnings.values(), *checker.overwritable.values(), *checker.not_overwritable]:
         if message.startswith("Log lines had parsing errors"):
-            _, errors = mlp_parser.parse_file(path, ruleset=RULESET)
+            _, errors = mlp_parser.parse_file(path, ruleset=ruleset)
             reasons += [f"unparsable MLLOG record: {line[:80]!r} ({error})" for line, error in errors]
         else:
             reasons.append(_summarize(message, file_lines))

@@ -1,11 +1,10 @@
-"""Convergence curves: quality (WER) against time since run_start and against epoch, one line per run.
+"""Convergence curves: quality (WER) against time since run_start and against epoch (or samples), one line per
+run; multi-metric (dict) qualities are left to the text report.
 
 matplotlib is imported here only, with the file-only Agg backend, so the text report needs no display and
 doesn't pay for the import.
 """
 import io
-import os
-import tempfile
 
 
 def _pyplot():
@@ -28,15 +27,17 @@ def draw(systems):
                 continue
             label = system if number == 0 else None
             style = "-" if run.converged else "--"   # dashed: did not converge
-            by_time.plot([e.minutes for e in run.evals], [e.value for e in run.evals], style, color=color,
+            numeric = [e for e in run.evals if isinstance(e.value, float)]   # dict qualities: text report only
+            by_time.plot([e.minutes for e in numeric], [e.value for e in numeric], style, color=color,
                          marker=".", label=label, alpha=0.8)
-            points = [(e.epoch, e.value) for e in run.evals if e.epoch is not None]
+            points = [(e.epoch, e.value) for e in numeric if e.epoch is not None]
             if points:
                 by_epoch.plot(*zip(*points), style, color=color, marker=".", label=label, alpha=0.8)
             if run.target is not None:
                 targets.add(run.target)
     metric = _metric_name(systems)
-    for axis, xlabel in ((by_time, "minutes since run_start"), (by_epoch, "epoch")):
+    units = {run.progress_unit for runs in systems.values() for run in runs}
+    for axis, xlabel in ((by_time, "minutes since run_start"), (by_epoch, "/".join(sorted(units)) or "epochs")):
         for target in sorted(targets):
             axis.axhline(target, color="black", linestyle=":", linewidth=1)
             axis.annotate(f"target {target:g}", (0, target), xycoords=("axes fraction", "data"),
@@ -58,29 +59,13 @@ def _metric_name(systems):
     return "WER" if lower == {True} else "eval_accuracy"
 
 
-def save_png(systems, path):
-    """Draws and writes a PNG atomically (a temporary file renamed into place)."""
-    plt = _pyplot()
-    fig = draw(systems)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def png_bytes(systems):
+def png_bytes(systems, software=None):
+    """The curves as PNG bytes; `software` goes into the PNG's Software text field (who wrote it)."""
     plt = _pyplot()
     fig = draw(systems)
     buffer = io.BytesIO()
     try:
-        fig.savefig(buffer, format="png", dpi=110)
+        fig.savefig(buffer, format="png", dpi=110, metadata={"Software": software} if software else None)
     finally:
         plt.close(fig)
     return buffer.getvalue()

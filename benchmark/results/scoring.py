@@ -1,32 +1,40 @@
-"""MLPerf olympic scoring of one system's runs (mirrors mlperf_logging's result_summarizer, which crashes in
-mlperf-logging 4.1.68).
+"""The MLPerf score of one system's runs of one benchmark, by the official rules (benchmark.results.rules).
 
-A run counts when it converged (status success and final quality meets the target). Of N runs, at most one
-may fail to converge; that run counts as the slowest. The score is the mean time to train after dropping
-the fastest and the slowest run. With N = 5 and all converged: the middle 3; with one non-converged: the
-2nd to 4th fastest of the 4 converged runs.
+Which runs count: those whose log passes the compliance checker and that converged. DeepSpeech2 logs are
+checked by mlperf_logging's checker with our rules (benchmark.results.compliance) and must end with
+run_stop status success; other benchmarks' logs by the checker with the official rules of their ruleset,
+exactly as result_summarizer does (it ignores the run_stop status; an official rule file checks that the
+target was reached). A run that does not count is never dropped silently: it is listed with its reasons
+and counts as a failed run against the failures the rules tolerate.
 
-Fewer than 3 runs (N = 1 or 2): dropping two runs would leave nothing, so there is no score; the mean of
-the converged runs is given as `provisional_mean_minutes` and flagged as such. Fewer than REQUIRED_RUNS
-runs still get a score, with a note that an official MLPerf result needs more.
+The score is result_summarizer's own (`rules.official_score`): with N runs and k allowed failures (1, or 4
+for unet3d) the slowest and fastest k are dropped, failed runs counting as the slowest; the mean of the
+rest, times the folder's scaling.json factor. Fewer runs than the rules require still get a score, with a
+note; with too few runs for any score (N <= 2k) the mean of the counted runs is given as
+`provisional_mean_minutes`.
 """
+import os
 import statistics
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-MAX_NON_CONVERGED = 1
-MIN_RUNS_FOR_SCORE = 3
-REQUIRED_RUNS = 5   # what MLPerf asks of most benchmarks (resnet, ssd, maskrcnn in benchmark_meta)
+from benchmark.mlperf_log import BENCHMARK_NAME, Status
+from benchmark.results import compliance, rules
 
 
 @dataclass
 class SystemScore:
     runs: int
-    converged: int
+    converged: int                                 # runs that count
+    rules: str = None                              # the rules applied, in words
+    runs_required: int = None
     score_minutes: float = None
     provisional_mean_minutes: float = None
-    counted: list = field(default_factory=list)   # paths of the runs averaged into the score
-    dropped: list = field(default_factory=list)   # paths dropped as fastest / slowest / non-converged
-    min_minutes: float = None                      # spread of the converged runs
+    scaling_factor: float = 1.0                    # from scaling.json, applied to the score
+    counted: list = field(default_factory=list)    # paths of the runs averaged into the score
+    dropped: list = field(default_factory=list)    # paths dropped as fastest / slowest / failed
+    failed: dict = field(default_factory=dict)     # {path: why it does not count}
+    min_minutes: float = None                      # spread of the runs that count
     max_minutes: float = None
     stdev_minutes: float = None
     notes: list = field(default_factory=list)
@@ -35,41 +43,55 @@ class SystemScore:
         return asdict(self)
 
 
-def olympic_mean(converged_minutes, non_converged):
-    """Mean after dropping the fastest and the slowest; non-converged runs are the slowest. None if nothing
-    is left or too many runs did not converge."""
-    if non_converged > MAX_NON_CONVERGED:
-        return None
-    ordered = sorted(converged_minutes)
-    counted = ordered[1:len(ordered) - (1 - non_converged)]
-    return sum(counted) / len(counted) if counted else None
+def compliance_failures(runs, benchmark_rules):
+    """{path: reason} of the runs that do not count: the checker's verdict, then convergence."""
+    failed = {}
+    if benchmark_rules.benchmark == BENCHMARK_NAME:
+        verdicts = compliance.check_logs([r.path for r in runs])
+    else:
+        config = rules.official_common(benchmark_rules.ruleset)
+        verdicts = [compliance.check_log(r.path, config, ruleset=benchmark_rules.ruleset, werror=False) for r in runs]
+    for run, verdict in zip(runs, verdicts):
+        if not verdict.passed:
+            failed[run.path] = "fails the compliance checker: " + "; ".join(verdict.reasons or ["(no reason given)"])
+        elif benchmark_rules.benchmark == BENCHMARK_NAME and run.status != Status.SUCCESS:
+            failed[run.path] = f"did not converge (run_stop status {run.status})"
+    return failed
 
 
-def score_runs(runs):
-    """SystemScore of a list of RunSummary."""
-    good = sorted((r for r in runs if r.converged), key=lambda r: r.minutes)
-    bad = [r for r in runs if not r.converged]
-    result = SystemScore(runs=len(runs), converged=len(good))
-    times = [r.minutes for r in good]
+def score_runs(folder, runs, benchmark_rules):
+    """SystemScore of the RunSummary list `runs` of folder/result_*.txt under `benchmark_rules`."""
+    failed = compliance_failures(runs, benchmark_rules)
+    result = SystemScore(runs=len(runs), converged=len(runs) - len(failed), rules=benchmark_rules.describe(),
+                         runs_required=benchmark_rules.runs_required, failed=failed)
+    official = rules.official_score(folder, benchmark_rules.benchmark, benchmark_rules.ruleset,
+                                    {os.path.abspath(p): why for p, why in failed.items()})
+    by_path = {os.path.abspath(r.path): r.path for r in runs}
+    times = sorted((minutes, by_path.get(p, p)) for p, minutes in official.minutes.items())
     if times:
-        result.min_minutes, result.max_minutes = times[0], times[-1]
-        result.stdev_minutes = statistics.stdev(times) if len(times) > 1 else 0.0
-    if bad:
-        result.notes.append(f"{len(bad)} of {len(runs)} runs did not converge: "
-                            + ", ".join(f"{r.path} ({r.status})" for r in bad))
-    if len(bad) > MAX_NON_CONVERGED:
-        result.notes.append(f"no score: at most {MAX_NON_CONVERGED} non-converged run is allowed")
-        return result
-    if len(runs) < MIN_RUNS_FOR_SCORE:
+        result.min_minutes, result.max_minutes = times[0][0], times[-1][0]
+        result.stdev_minutes = statistics.stdev(m for m, _ in times) if len(times) > 1 else 0.0
+    if failed:
+        result.notes.append(f"{len(failed)} of {len(runs)} runs do not count: "
+                            + "; ".join(f"{Path(p).name}: {why}" for p, why in failed.items()))
+    result.scaling_factor = official.scaling_factor
+    if official.scaling_factor != 1.0:
+        result.notes.append(f"scaling.json: score multiplied by {official.scaling_factor:g}")
+    k = benchmark_rules.dropped_each_end
+    if len(failed) > k:
+        result.notes.append(f"no score: at most {k} failed run{'s' if k > 1 else ''} allowed "
+                            f"({benchmark_rules.benchmark}), {len(failed)} failed")
+    elif official.score_minutes is None:
         if times:
-            result.provisional_mean_minutes = sum(times) / len(times)
-        result.notes.append(f"no score: olympic scoring needs at least {MIN_RUNS_FOR_SCORE} runs; "
-                            f"provisional mean of {len(times)} converged run(s) only")
-        return result
-    result.score_minutes = olympic_mean(times, len(bad))
-    kept = good[1:len(good) - (1 - len(bad))]
-    result.counted = [r.path for r in kept]
-    result.dropped = [r.path for r in good + bad if r not in kept]
-    if len(runs) < REQUIRED_RUNS:
-        result.notes.append(f"{len(runs)} runs: an official MLPerf result needs {REQUIRED_RUNS}")
+            result.provisional_mean_minutes = statistics.fmean(m for m, _ in times)
+        result.notes.append(f"no score: {len(runs)} runs leave none after dropping {k} at each end; "
+                            f"provisional mean of {len(times)} counted run(s) only")
+    else:
+        result.score_minutes = official.score_minutes
+        kept = times[k:len(times) - (k - len(failed))]
+        result.counted = [p for _, p in kept]
+        result.dropped = [p for m, p in times if (m, p) not in kept] + list(failed)
+    if len(runs) != benchmark_rules.runs_required:
+        result.notes.append(f"{len(runs)} runs: an official {benchmark_rules.benchmark} result has exactly "
+                            f"{benchmark_rules.runs_required}")
     return result

@@ -13,6 +13,10 @@ from benchmark.data.backends import BACKENDS, CHOICES as BACKEND_CHOICES
 from benchmark.optim import OPTIMIZERS
 
 
+# benchmark.model.RNN_IMPLS' names (this module imports no torch; tests/test_model.py checks they agree).
+RNN_IMPLS = ("padded", "packed", "streams")
+
+
 class ConfigError(ValueError):
     """A configuration no run can use, found before init_start (exit status 2); the message names the flag."""
 
@@ -76,6 +80,10 @@ class TrainConfig:
                          "its WER as a JSON line and exit (no MLPerf log; no training manifest needed)")
     system: str = _f("CPU", "system name written as submission_platform")
     log_every: int = _f(50, "print training progress every N steps (0: never)")
+    # Performance (appended, so the launch lines of existing configs stay as they were)
+    rnn_impl: str = _f("padded", "implementation of the recurrent stack, same maths (benchmark/model.py): padded "
+                       "per-direction calls, packed bidirectional calls, or the two directions on two CUDA "
+                       "streams (GPU only)", list(RNN_IMPLS))
 
     def resolved_log_file(self):
         return self.log_file or os.path.join(self.output_dir, "mlperf_log.txt")

@@ -5,8 +5,9 @@ against `mlperf_logging.mllog.constants` by the tests, then this benchmark's); `
 statuses. A run logs, in this order:
   cache_clear, init_start, submission_*, seed, global_batch_size, opt_* hyperparameters, target_wer,
   train_samples, eval_samples, model_config, init_stop, run_start, per epoch [epoch_start, epoch_stop,
-  train_loss, data_wait_seconds, eval_start, eval_accuracy (WER as a fraction), eval_stop], then
-  nonfinite_steps_skipped and run_stop (metadata status); a resumed run adds `resume` after init_start.
+  train_loss, data_wait_seconds, train_throughput, eval_start, eval_accuracy (WER as a fraction),
+  eval_stop], then nonfinite_steps_skipped and run_stop (metadata status); a resumed run adds `resume`
+  after init_start.
   `machine` (between init_start and init_stop) records the machine the run ran on.
 The log file is the run's result file (results/<system>/result_<n>.txt), never next to the source.
 
@@ -71,6 +72,9 @@ class Key:
     # this benchmark's keys
     TARGET_WER = "target_wer"
     DATA_WAIT_SECONDS = "data_wait_seconds"     # time the training loop waited for batches in one epoch
+    # one epoch's useful model TFLOP/s (benchmark/flops.py); metadata: utt/s, audio s/s, useful and padded
+    # TFLOP, the job's measured matmul peak at the run's precision and the fraction of it reached
+    TRAIN_THROUGHPUT = "train_throughput"
     TRAIN_LOSS = "train_loss"
     NONFINITE_STEPS_SKIPPED = "nonfinite_steps_skipped"
     RESUME = "resume"                           # a resumed run: {"checkpoint": path or None, "epoch": last done}

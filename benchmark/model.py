@@ -1,15 +1,29 @@
 """DeepSpeech2: conv front end, bidirectional RNN stack, fully connected layer to the 29 CTC symbols.
 
 Padding never changes an utterance's result (in eval mode, where batch norm uses running statistics):
-conv outputs beyond each utterance's length are zeroed before the next layer, and each recurrent
-direction is a fused nn.LSTM/nn.GRU (cuDNN on GPU, oneDNN on CPU) run on length-sorted *padded* batches;
-the backward direction reads every sequence reversed within its own length, so its state starts at the
-last real frame, not in the padding. (Packed sequences were 4-5x slower on the CPU.)
+conv outputs beyond each utterance's length are zeroed before the next layer, and every recurrent
+implementation starts the backward direction at each sequence's last real frame, not in the padding.
+The recurrent stack has interchangeable implementations (`--rnn_impl`, RNN_IMPLS below) over the same
+parameters (two single-direction nn.LSTM/nn.GRU per layer, so checkpoints and initial weights do not
+depend on the implementation), equal up to float rounding (tests/test_model.py):
+  padded   each direction is a fused nn.LSTM/nn.GRU (cuDNN on GPU, oneDNN on CPU) on the length-sorted
+           *padded* batch; the backward one reads every sequence reversed within its own length
+           (reverse_padded). The default on CPU and GPU. Packed sequences were 4-5x slower on the CPU.
+  packed   the batch is packed once (pack_padded_sequence), each layer is one bidirectional call over the
+           packed frames (cuDNN/oneDNN reverse each sequence within its length; padding is never
+           computed), unpacked once at the end. Packing needs the lengths on the host: one device-to-host
+           copy (a synchronisation) per forward.
+  streams  as padded, with the backward direction of each layer on a second CUDA stream so the two
+           directions overlap (forward and backward pass: autograd runs each op's backward on the stream
+           of its forward). GPU only (the run plan refuses it on the CPU); without CUDA the same code
+           runs both directions on one stream, which is how its parity is tested on the CPU.
 """
+import contextlib
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import nn
+from torch import _VF, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from benchmark.text import NUM_CLASSES
 
@@ -30,18 +44,91 @@ def reverse_padded(x, lengths):
 
 
 class BidirectionalLayer(nn.Module):
-    """One bidirectional recurrent layer; forward and backward outputs concatenated."""
+    """One bidirectional recurrent layer; forward and backward outputs concatenated.
+
+    The parameters are those of two single-direction cells (forward_rnn, backward_rnn) whatever the
+    implementation: `padded(x, lengths)` and `two_streams(x, lengths)` take and give padded [T, B, *]
+    tensors, `packed(data, batch_sizes)` the frames of a PackedSequence."""
 
     def __init__(self, input_size, hidden_size, rnn_type):
         super().__init__()
         cell = {"lstm": nn.LSTM, "gru": nn.GRU}[rnn_type]
+        self.rnn_type, self.hidden_size = rnn_type, hidden_size
         self.forward_rnn = cell(input_size, hidden_size)
         self.backward_rnn = cell(input_size, hidden_size)
 
-    def forward(self, x, lengths):
+    def padded(self, x, lengths):
         forward_out, _ = self.forward_rnn(x)
         backward_out, _ = self.backward_rnn(reverse_padded(x, lengths))
         return torch.cat([forward_out, reverse_padded(backward_out, lengths)], dim=2)
+
+    def packed(self, data, batch_sizes):
+        """One bidirectional call over packed frames, as nn.LSTM(bidirectional=True) makes it."""
+        weights = [getattr(rnn, name) for rnn in (self.forward_rnn, self.backward_rnn)
+                   for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")]
+        h0 = torch.zeros(2, int(batch_sizes[0]), self.hidden_size, dtype=data.dtype, device=data.device)
+        if self.rnn_type == "lstm":
+            out, _, _ = _VF.lstm(data, batch_sizes, (h0, torch.zeros_like(h0)), weights, True, 1, 0.0,
+                                 self.training, True)
+        else:
+            out, _ = _VF.gru(data, batch_sizes, h0, weights, True, 1, 0.0, self.training, True)
+        return out
+
+    def two_streams(self, x, lengths):
+        """padded() with the backward direction on a side stream (CUDA), overlapping the forward one."""
+        side = side_stream(x.device)
+        main = torch.cuda.current_stream(x.device) if side is not None else None
+        if side is not None:
+            side.wait_stream(main)          # x and lengths are ready on the main stream
+            x.record_stream(side)           # ... and must not be reused while the side stream reads them
+            lengths.record_stream(side)
+        with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+            backward_out, _ = self.backward_rnn(reverse_padded(x, lengths))
+            backward_out = reverse_padded(backward_out, lengths)
+        forward_out, _ = self.forward_rnn(x)
+        if side is not None:
+            main.wait_stream(side)
+            backward_out.record_stream(main)
+        return torch.cat([forward_out, backward_out], dim=2)
+
+
+_SIDE_STREAMS = {}
+
+
+def side_stream(device):
+    """The second CUDA stream of `device` (one per device, made on first use); None off CUDA."""
+    if device.type != "cuda":
+        return None
+    if device not in _SIDE_STREAMS:
+        _SIDE_STREAMS[device] = torch.cuda.Stream(device)
+    return _SIDE_STREAMS[device]
+
+
+def run_padded(layers, x, lengths):
+    for layer in layers:
+        x = layer.padded(x, lengths)
+    return x
+
+
+def run_packed(layers, x, lengths):
+    packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
+    data = packed.data
+    for layer in layers:
+        data = layer.packed(data, packed.batch_sizes)
+    out, _ = pad_packed_sequence(PackedSequence(data, packed.batch_sizes, packed.sorted_indices,
+                                                packed.unsorted_indices), total_length=x.shape[0])
+    return out
+
+
+def run_two_streams(layers, x, lengths):
+    for layer in layers:
+        x = layer.two_streams(x, lengths)
+    return x
+
+
+# --rnn_impl: name -> (layers, x [T, B, F] padded, lengths [B]) -> [T, B, 2H]; values within each length.
+RNN_IMPLS = {"padded": run_padded, "packed": run_packed, "streams": run_two_streams}
+CUDA_ONLY_RNN_IMPLS = ("streams",)
 
 
 @dataclass(frozen=True)
@@ -58,15 +145,23 @@ class ModelArgs:
 
 class DeepSpeech2(nn.Module):
     @classmethod
-    def from_args(cls, args):
-        return cls(**asdict(args))
+    def from_args(cls, args, rnn_impl="padded"):
+        return cls(**asdict(args), rnn_impl=rnn_impl)
 
-    def __init__(self, num_features=161, num_classes=NUM_CLASSES, conv_channels=32, time_stride=2,
-                 rnn_type="lstm", rnn_hidden_size=800, rnn_layers=5):
-        super().__init__()
+    @staticmethod
+    def conv_strides(time_stride):
+        """((freq, time) stride of conv1, of conv2) for a total time subsampling of `time_stride`."""
         if time_stride not in (2, 4):
             raise ValueError(f"time_stride must be 2 or 4, got {time_stride}")
-        self.strides = ((2, 2), (2, time_stride // 2))
+        return (2, 2), (2, time_stride // 2)
+
+    def __init__(self, num_features=161, num_classes=NUM_CLASSES, conv_channels=32, time_stride=2,
+                 rnn_type="lstm", rnn_hidden_size=800, rnn_layers=5, rnn_impl="padded"):
+        super().__init__()
+        if rnn_impl not in RNN_IMPLS:
+            raise ValueError(f"rnn_impl must be one of {', '.join(RNN_IMPLS)}, got {rnn_impl!r}")
+        self.strides = self.conv_strides(time_stride)
+        self.rnn_impl = rnn_impl
         self.conv1 = nn.Sequential(
             nn.Conv2d(1, conv_channels, CONV1_KERNEL, self.strides[0], CONV_PADDING[0], bias=False),
             nn.BatchNorm2d(conv_channels), nn.Hardtanh(0, 20, inplace=True))
@@ -100,6 +195,5 @@ class DeepSpeech2(nn.Module):
             x = self._mask_time(conv(x), lengths)
         b, c, f, t = x.shape
         x = x.reshape(b, c * f, t).permute(2, 0, 1).contiguous()   # [T', B, C*F]
-        for rnn in self.rnns:
-            x = rnn(x, lengths)
+        x = RNN_IMPLS[self.rnn_impl](self.rnns, x, lengths)
         return self.fc(x), lengths

@@ -25,7 +25,7 @@ from benchmark.data.backends import Backend, BackendError, resolve_backend
 from benchmark.data.sampler import TrainBatchSampler, epoch_shape, eval_batches
 from benchmark.distributed import DistContext
 from benchmark.features import FeatureSpec
-from benchmark.model import DeepSpeech2, ModelArgs
+from benchmark.model import CUDA_ONLY_RNN_IMPLS, DeepSpeech2, ModelArgs
 
 AUTOCAST_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # The flags that decide the model's shape: ModelArgs' fields of the same names, and the features it reads.
@@ -52,7 +52,7 @@ class RunPlan:
     # ------------------------------------------------------------------------------------ builders
     def build_model(self):
         torch.manual_seed(self.config.seed)   # same initial weights on every rank (DDP also broadcasts them)
-        return DeepSpeech2.from_args(self.model_args).to(self.device)
+        return DeepSpeech2.from_args(self.model_args, self.config.rnn_impl).to(self.device)
 
     def wrap_for_training(self, model):
         """DistributedDataParallel over the process group when there is one, else the model itself."""
@@ -95,6 +95,15 @@ def uses_cuda(config):
     return torch.cuda.is_available() and config.num_gpus != 0
 
 
+def available_cores():
+    """CPU cores this process may run on (its affinity: what SLURM, docker --cpuset or taskset grant it),
+    not every core of the machine as os.cpu_count() says."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
+
+
 def make_plan(config, ctx=DistContext(), num_train_utterances=None):
     """The plan of `config` for the process `ctx` describes; raises ConfigError for what cannot run here."""
     device = torch.device("cuda", ctx.local_rank) if uses_cuda(config) else torch.device("cpu")
@@ -105,8 +114,13 @@ def make_plan(config, ctx=DistContext(), num_train_utterances=None):
     if config.speed_range() and not backend.speed_perturbation:
         raise ConfigError(f"--speed_perturbation needs a DALI backend (--data_backend dali_gpu|dali_cpu), "
                           f"not {backend.name}")
-    cores = os.cpu_count() or 1
-    # Each process gets its share of the cores: oversubscribed OpenMP pools thrash on shared VMs.
+    if config.rnn_impl in CUDA_ONLY_RNN_IMPLS and device.type != "cuda":
+        raise ConfigError(f"--rnn_impl {config.rnn_impl} needs a CUDA device (it runs the two directions on two "
+                          "CUDA streams); use padded or packed on the CPU")
+    cores = available_cores()
+    # Each process gets its share of the node's cores: oversubscribed OpenMP pools thrash on shared VMs.
+    # The loader (torch DataLoader worker processes, or DALI's CPU threads, which decode for dali_gpu and
+    # also featurize for dali_cpu) gets that share minus the core the training loop itself keeps busy.
     threads = config.num_threads or max(1, cores // ctx.local_world_size)
     workers = config.num_workers if config.num_workers >= 0 else max(1, cores // ctx.local_world_size - 1)
     spec = FeatureSpec(config.features, config.n_mels)

@@ -41,6 +41,7 @@ from benchmark import checkpoint, distributed
 from benchmark.config import ConfigError, parse_config
 from benchmark.data.manifest import ManifestError, filter_by_duration, read_manifests
 from benchmark.faults import FaultInjector
+from benchmark.flops import measure_matmul_peak
 from benchmark.mlperf_log import Key, MLPerfLogger, Status
 from benchmark.optim import optimizer_hyperparameters
 from benchmark.plan import MODEL_FLAGS, make_plan
@@ -149,7 +150,7 @@ def train(plan, train_utts, eval_utts, faults, saved):
     sampler = plan.build_sampler([u.duration for u in train_utts])
     train_loader = plan.build_loader(train_utts, train=True)
     evaluator = Evaluator(plan, eval_utts)
-    trainer = Trainer(plan, faults)
+    trainer = Trainer(plan, faults, matmul_peak=measure_matmul_peak(plan))   # the peak: in init, not timed
     if config.resume:
         path, state = saved
         if state is None:
@@ -172,13 +173,16 @@ def train(plan, train_utts, eval_utts, faults, saved):
             log.event(Key.DATA_WAIT_SECONDS, round(stats["data_wait"], 3),
                       metadata={Key.EPOCH_NUM: epoch, "epoch_seconds": round(stats["seconds"], 3),
                                 "fraction": round(stats["data_wait"] / stats["seconds"], 4)})
+            throughput = stats["throughput"]
+            log.event(Key.TRAIN_THROUGHPUT, round(throughput.tflops, 6),
+                      metadata={Key.EPOCH_NUM: epoch, **throughput.metadata()})
             log.start(Key.EVAL_START, metadata={Key.EPOCH_NUM: epoch})
             wer = wer_of(*evaluator.counts(trainer.model))
             log.event(Key.EVAL_ACCURACY, wer, metadata={Key.EPOCH_NUM: epoch})
             log.end(Key.EVAL_STOP, metadata={Key.EPOCH_NUM: epoch})
             if ctx.is_main:
                 print(f"epoch {epoch}: loss {stats['loss']:.3f}, WER {wer:.4f} (target {config.target_wer}), "
-                      f"{stats['samples'] / stats['seconds']:.1f} utt/s, "
+                      f"{stats['samples'] / stats['seconds']:.1f} utt/s, {throughput.text()}, "
                       f"data wait {100 * stats['data_wait'] / stats['seconds']:.1f}%"
                       + (f", {stats['skipped']} non-finite steps skipped" if stats["skipped"] else ""), flush=True)
             if config.model_dir and ctx.is_main:

@@ -1,6 +1,6 @@
 """The training step, the epoch loop and the evaluation of one run, built from its plan.
 
-    trainer = Trainer(plan)                                    # model, optimizer, schedule, scaler
+    trainer = Trainer(plan, matmul_peak=flops.measure_matmul_peak(plan))   # model, optimizer, schedule, scaler
     result = trainer.train_step(batch)                         # the one training step everybody calls
     stats = trainer.train_epoch(epoch, loader.batches(sampler.epoch_batches(epoch)))
     errors, words = Evaluator(plan, eval_utterances).counts(trainer.model)
@@ -9,6 +9,16 @@ The step: forward under autocast, CTC in fp32, backward (scaled for fp16), unsca
 check agreed by every rank, then the optimizer step unless loss or gradients are not finite, the scaler
 update and the schedule step. A skipped step is counted; --max_nonfinite_steps skipped in a row raise
 NonFiniteError (fp16 overflows are the GradScaler's business until its scale falls below 1).
+
+No host synchronisation per step. The finiteness check is a device tensor (all-reduced over the ranks),
+handed to the fused AdamW as its `found_inf`, the mechanism GradScaler uses: the kernel skips the update
+and the step count on the device. The losses are summed on the device. The host reads the steps'
+statuses at check points only (every --max_nonfinite_steps steps, every progress line and the epoch end,
+the same steps on every rank), then warns about and counts the skipped steps in step order, exactly as an
+immediate check would: the counts, warnings and the NonFiniteError's epoch and step are the same.
+Latency: a run that reached the limit stops up to --max_nonfinite_steps - 1 steps later (those steps
+train on; no checkpoint of that epoch is written). An optimizer that cannot skip on the device (SGD, not
+fused) reads the status on the host at every step instead. `.item()` happens where something is printed.
 """
 import contextlib
 import math
@@ -21,8 +31,13 @@ import torch.nn.functional as F
 
 from benchmark import checkpoint, distributed
 from benchmark.faults import FaultInjector
+from benchmark.flops import FRAMES_PER_SECOND, StepCosts, Throughput, peak_dtype
 from benchmark.metrics import WordErrorCounter
 from benchmark.text import greedy_collapse
+
+# A step's status (StepResult.status): applied, or why it was skipped. OVERFLOW: fp16 gradients overflowed
+# with a finite loss while the GradScaler's scale (just halved) is still >= 1, its business, not a fault.
+APPLIED, NONFINITE_LOSS, NONFINITE_GRADS, OVERFLOW = 0, 1, 2, 3
 
 
 class NonFiniteError(RuntimeError):
@@ -39,12 +54,51 @@ def ctc_loss(logits, output_lengths, batch):
 
 class StepResult(NamedTuple):
     loss: torch.Tensor     # detached, on the training device
-    loss_ok: bool          # finite on every rank
-    grads_ok: bool
+    status: torch.Tensor   # int64 scalar on the training device: APPLIED, NONFINITE_LOSS, NONFINITE_GRADS, OVERFLOW
 
     @property
     def applied(self):
-        return self.loss_ok and self.grads_ok
+        """Whether the step was applied (reads the device: a synchronisation)."""
+        return int(self.status) == APPLIED
+
+
+class NonFiniteSteps:
+    """Skipped steps, learned from their statuses on the device at check points and counted in step order."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.skipped = self.consecutive = 0
+        self.pending = []     # (epoch, step, status tensor) of the steps not read yet
+        self.error = None     # the NonFiniteError of the step that reached the limit
+
+    def record(self, epoch, step, status):
+        self.pending.append((epoch, step, status))
+
+    def read(self):
+        """Read the pending statuses (one synchronisation): warn about and count each skipped step."""
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        for (epoch, step, _), status in zip(pending, torch.stack([s for _, _, s in pending]).tolist()):
+            if self.error is not None:   # steps after the limit was reached are not counted
+                return
+            if status == APPLIED:
+                self.consecutive = 0
+                continue
+            print(f"warning: epoch {epoch} step {step}: non-finite "
+                  f"{'loss' if status == NONFINITE_LOSS else 'gradients'}, step skipped", file=sys.stderr, flush=True)
+            self.skipped += 1
+            self.consecutive = 0 if status == OVERFLOW else self.consecutive + 1
+            if self.consecutive >= self.limit:
+                self.error = NonFiniteError(f"{self.consecutive} consecutive steps with non-finite loss or "
+                                            f"gradients (epoch {epoch}, step {step}; --max_nonfinite_steps "
+                                            f"{self.limit})")
+
+    def check(self):
+        """read(), then raise NonFiniteError if --max_nonfinite_steps steps in a row were skipped."""
+        self.read()
+        if self.error is not None:
+            raise self.error
 
 
 def _no_phase(name):
@@ -52,9 +106,12 @@ def _no_phase(name):
 
 
 class Trainer:
-    """Model (and its DDP wrapper), optimizer, schedule and scaler of one run, and its counters."""
+    """Model (and its DDP wrapper), optimizer, schedule and scaler of one run, and its counters.
 
-    def __init__(self, plan, faults=None):
+    `matmul_peak`: (FLOP/s, precision label) of the job's matmul peak (benchmark.flops.measure_matmul_peak),
+    which the progress lines and epoch statistics compare the model's FLOP/s with; None: not compared."""
+
+    def __init__(self, plan, faults=None, matmul_peak=None):
         self.plan, self.config, self.ctx = plan, plan.config, plan.ctx
         self.faults = faults or FaultInjector(plan.ctx.rank, environ={})
         self.model = plan.build_model()
@@ -62,15 +119,27 @@ class Trainer:
         self.optimizer = plan.build_optimizer(self.model)
         self.scheduler = plan.build_scheduler(self.optimizer)
         self.scaler = plan.build_scaler()
+        # Fused AdamW skips a step on the device when given found_inf (GradScaler's contract with it).
+        self.skips_on_device = getattr(self.optimizer, "_step_supports_amp_scaling", False)
+        self.costs = StepCosts(plan.model_args)
+        self.peak_flops, self.precision = matmul_peak or (None, peak_dtype(plan.device, plan.autocast_dtype)[1])
         self.start_epoch = 1
-        self.consecutive_nonfinite = 0
-        self.nonfinite_skipped = 0
+        self.nonfinite = NonFiniteSteps(self.config.max_nonfinite_steps)
+
+    @property
+    def nonfinite_skipped(self):
+        """Steps skipped so far (reads the steps not checked yet; the last checked count if the device fails)."""
+        try:
+            self.nonfinite.read()
+        except RuntimeError:
+            pass
+        return self.nonfinite.skipped
 
     def state(self, epoch):
         return {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": checkpoint.rng_state(), "config": vars(self.config), "world_size": self.ctx.world_size,
-                "nonfinite_skipped": self.nonfinite_skipped, "consecutive_nonfinite": self.consecutive_nonfinite}
+                "nonfinite_skipped": self.nonfinite_skipped, "consecutive_nonfinite": self.nonfinite.consecutive}
 
     def load(self, state):
         """Continue from a checkpoint: the sampler derives epoch e's order from (seed, e), so the epoch
@@ -79,18 +148,30 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.nonfinite_skipped = state.get("nonfinite_skipped", 0)
-        self.consecutive_nonfinite = state.get("consecutive_nonfinite", 0)
+        self.nonfinite.skipped = state.get("nonfinite_skipped", 0)
+        self.nonfinite.consecutive = state.get("consecutive_nonfinite", 0)
         checkpoint.set_rng_state(state["rng"])
         self.start_epoch = state["epoch"] + 1
 
-    def _finite_flags(self, loss):
-        """(loss finite, gradients finite) on every rank, so that all ranks skip a step together."""
+    def _status(self, loss):
+        """The step's status on the device, agreed by every rank so that all ranks skip a step together."""
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip_norm or math.inf)
         flags = torch.stack([torch.isfinite(loss), torch.isfinite(norm)]).float()
         distributed.all_reduce_sum(flags)
-        loss_ok, grads_ok = (flags == self.ctx.world_size).tolist()
-        return loss_ok, grads_ok
+        loss_ok, grads_ok = flags == self.ctx.world_size
+        return torch.where(loss_ok, torch.where(grads_ok, APPLIED, NONFINITE_GRADS), NONFINITE_LOSS)
+
+    def _optimizer_step(self, status):
+        skip = (status != APPLIED).float()   # exactly 0 or 1: the fused kernels skip where found_inf == 1
+        if not self.skips_on_device:
+            if not skip.item():
+                self.optimizer.step()
+            return
+        self.optimizer.grad_scale, self.optimizer.found_inf = None, skip   # gradients are unscaled already
+        try:
+            self.optimizer.step()
+        finally:
+            del self.optimizer.grad_scale, self.optimizer.found_inf
 
     def train_step(self, batch, global_step=0, phase=_no_phase):
         """One optimizer step on `batch`; returns StepResult. `global_step` (from 1) is for fault injection;
@@ -104,29 +185,28 @@ class Trainer:
             self.scaler.scale(loss).backward()
         with phase("optimizer"):
             self.scaler.unscale_(self.optimizer)
-            loss_ok, grads_ok = self._finite_flags(loss.detach())
-            if loss_ok and grads_ok:
-                self.scaler.step(self.optimizer)
+            status = self._status(loss.detach())
+            self._optimizer_step(status)
             self.scaler.update()
+            if self.scaler.is_enabled():
+                # After update(): an overflow halved the scale; below 1 it counts as a fault.
+                overflow = (status == NONFINITE_GRADS) & (self.scaler._get_scale_async() >= 1.0)
+                status = torch.where(overflow, OVERFLOW, status)
             self.scheduler.step()
-        return StepResult(loss.detach(), loss_ok, grads_ok)
+        return StepResult(loss.detach(), status)
 
-    def _count_skip(self, result, epoch, step):
-        self.nonfinite_skipped += 1
-        # fp16: an overflow with a finite loss is the GradScaler's business (it halves the scale and the
-        # step is skipped); it only counts as a fault once the scale has fallen below 1.
-        overflow = self.scaler.is_enabled() and result.loss_ok and self.scaler.get_scale() >= 1.0
-        self.consecutive_nonfinite = 0 if overflow else self.consecutive_nonfinite + 1
-        if self.consecutive_nonfinite >= self.config.max_nonfinite_steps:
-            raise NonFiniteError(f"{self.consecutive_nonfinite} consecutive steps with non-finite loss or "
-                                 f"gradients (epoch {epoch}, step {step}; --max_nonfinite_steps "
-                                 f"{self.config.max_nonfinite_steps})")
+    def _throughput(self, seconds, utterances, frames, useful_flops, padded_flops):
+        return Throughput(seconds, utterances, frames / FRAMES_PER_SECOND, useful_flops, padded_flops,
+                          self.peak_flops, self.precision)
 
     def train_epoch(self, epoch, batches):
         """Train on `batches` (this rank's, in the sampler's order); returns the epoch's statistics."""
         self.training_model.train()
         config, steps_per_epoch, start = self.config, self.plan.steps_per_epoch, time.perf_counter()
-        data_wait, loss_sum, steps, finite_steps, samples = 0.0, 0.0, 0, 0, 0
+        world, device = self.ctx.world_size, self.plan.device
+        # On the device, summed over the epoch: loss of applied steps, applied steps, useful FLOPs, frames.
+        sums = torch.zeros(4, dtype=torch.float64, device=device)
+        data_wait, padded_flops, steps, samples = 0.0, 0.0, 0, 0
         batches = iter(batches)
         while True:
             wait_start = time.perf_counter()
@@ -138,23 +218,33 @@ class Trainer:
             global_step = (epoch - 1) * steps_per_epoch + steps
             self.faults.before_step(global_step, epoch)
             result = self.train_step(batch, global_step)
-            if result.applied:
-                self.consecutive_nonfinite = 0
-                loss_sum += result.loss.item()
-                finite_steps += 1
-            else:
-                print(f"warning: epoch {epoch} step {steps}: non-finite "
-                      f"{'gradients' if result.loss_ok else 'loss'}, step skipped", file=sys.stderr, flush=True)
-                self._count_skip(result, epoch, steps)
+            self.nonfinite.record(epoch, steps, result.status)
+            applied = result.status == APPLIED
+            useful, padded = self.costs.batch_flops(batch.feature_lengths, batch.features.shape[2])
+            sums += torch.stack([torch.where(applied, result.loss.double(), 0.0), applied.double(), useful,
+                                 batch.feature_lengths.sum().double()])
+            padded_flops += padded
             samples += batch.features.shape[0]
-            if self.ctx.is_main and config.log_every and steps % config.log_every == 0:
+            progress = bool(config.log_every) and steps % config.log_every == 0
+            if progress or steps % config.max_nonfinite_steps == 0:   # the same steps on every rank
+                self.nonfinite.check()
+            if progress and self.ctx.is_main:
                 elapsed = time.perf_counter() - start
+                _, _, useful_sum, frames = sums.tolist()
+                # The job's rates from this rank's batches (every rank has a batch of the same size).
+                rate = self._throughput(elapsed, samples * world, frames * world, useful_sum * world,
+                                        padded_flops * world)
                 print(f"epoch {epoch} step {steps}/{steps_per_epoch} loss {result.loss.item():.3f} "
-                      f"lr {self.scheduler.get_last_lr()[0]:.2e} {samples * self.ctx.world_size / elapsed:.1f} utt/s "
-                      f"data wait {100 * data_wait / elapsed:.1f}%", flush=True)
+                      f"lr {self.scheduler.get_last_lr()[0]:.2e} {samples * world / elapsed:.1f} utt/s "
+                      f"{rate.text()}, data wait {100 * data_wait / elapsed:.1f}%", flush=True)
+        self.nonfinite.check()
         elapsed = time.perf_counter() - start
+        loss_sum, finite_steps, useful_sum, frames = sums.tolist()
+        totals = distributed.all_reduce_sum(torch.tensor([useful_sum, frames, padded_flops], dtype=torch.float64,
+                                                         device=device)).tolist()
         return {"loss": loss_sum / finite_steps if finite_steps else float("nan"), "seconds": elapsed,
-                "data_wait": data_wait, "samples": samples * self.ctx.world_size, "skipped": steps - finite_steps}
+                "data_wait": data_wait, "samples": samples * world, "skipped": steps - int(finite_steps),
+                "throughput": self._throughput(elapsed, samples * world, totals[1], totals[0], totals[2])}
 
 
 class Evaluator:

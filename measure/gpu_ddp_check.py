@@ -7,7 +7,10 @@ For fp32, bf16 and fp16 autocast it makes the run plan of the full DeepSpeech2 (
 whose trainer wraps the model in DDP over the NCCL group, trains --steps steps of Trainer.train_step (the
 benchmark's own step: CTC loss, optimizer, GradScaler, clipping, finiteness check) on a fixed random
 batch, all-reduces word-error counts through benchmark.metrics (the NCCL path of the global WER), and
-prints the loss trend and utterances/s. Exit status 1 when the loss does not fall or is not finite.
+prints the loss trend, utterances/s and the model's TFLOP/s (benchmark/flops.py) against the matmul peak
+measured at the same precision. Losses are read after the timed steps, so the host runs ahead of the GPU
+as in training. Exit status 1 when the loss does not fall or is not finite.
+(measure/gpu_step_benchmark.py compares the recurrent implementations, precisions and batch sizes.)
 """
 import argparse
 import os
@@ -23,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from benchmark.config import TrainConfig  # noqa: E402
 from benchmark.data.batch import Batch  # noqa: E402
+from benchmark.flops import StepCosts, measure_matmul_peak  # noqa: E402
 from benchmark.metrics import WordErrorCounter  # noqa: E402
 from benchmark.plan import make_plan  # noqa: E402
 from benchmark.trainer import Trainer  # noqa: E402
@@ -60,7 +64,8 @@ def main():
         config = TrainConfig(train_data_dir="-", eval_data_dir="-", amp=amp, learning_rate=3e-4,
                              batch_size=args.batch_size, lr_schedule="constant", warmup_fraction=0.0)
         plan = make_plan(config, num_train_utterances=args.batch_size * (args.steps + 3))
-        trainer = Trainer(plan)
+        peak, precision = measure_matmul_peak(plan)
+        trainer = Trainer(plan, matmul_peak=(peak, precision))
         if not isinstance(trainer.training_model, DistributedDataParallel):
             print("FAIL: the trainer did not wrap the model in DDP over the NCCL group")
             ok = False
@@ -69,9 +74,12 @@ def main():
             if step == 3:
                 torch.cuda.synchronize()
                 start = time.perf_counter()
-            losses.append(trainer.train_step(batch).loss.item())
+            losses.append(trainer.train_step(batch).loss)
         torch.cuda.synchronize()
         seconds = time.perf_counter() - start
+        losses = [float(loss) for loss in losses]
+        useful, _ = StepCosts(plan.model_args).batch_flops(batch.feature_lengths, batch.features.shape[2])
+        tflops = float(useful) * args.steps / seconds / 1e12
         counter = WordErrorCounter()
         counter.update(["A B C"], ["A X C"])
         errors, words = counter.totals(device)   # all_reduce over NCCL
@@ -79,6 +87,8 @@ def main():
         ok &= falling and (errors, words) == (1, 3)
         print(f"{amp:5s} loss {losses[0]:.2f} -> {losses[-1]:.2f} ({'falls' if falling else 'DOES NOT FALL'}), "
               f"{args.steps * args.batch_size / seconds:.0f} utt/s ({seconds / args.steps * 1000:.1f} ms/step), "
+              f"{tflops:.1f} TFLOP/s ({100 * tflops * 1e12 / peak:.1f}% of the {precision} matmul peak "
+              f"{peak / 1e12:.0f}), "
               f"NCCL all_reduce counts {errors}/{words}, peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
     dist.destroy_process_group()
     print("ALL CHECKS PASSED" if ok else "SOME CHECKS FAILED")

@@ -1,22 +1,24 @@
 """Training-step throughput on the CPU, in one run: fp32 vs bf16 autocast, 1 vs 2 processes (DDP, gloo),
-and the achieved FLOP/s as a fraction of this machine's measured matmul peak.
+recurrent implementations (--rnn_impl), and the achieved FLOP/s as a fraction of this machine's measured
+matmul peak.
 
 Usage:
   nice -n 10 python measure/step_throughput.py                 # config_CPU.sh's model, batch and optimizer
   python measure/step_throughput.py --steps 6 --batch_size 32 --seconds 8 --amps off,bf16 --procs 1,2
+  python measure/step_throughput.py --amps off --procs 2 --rnn_impls padded,packed   # implementations, same run
   python measure/step_throughput.py --help
 
 What is timed: benchmark.trainer.Trainer.train_step, the training step of benchmark.train (forward with
 autocast, fp32 CTC loss, backward, DDP gradient all-reduce, gradient clipping, finiteness check, fused
 AdamW, schedule), built from the run plan of config_CPU.sh's recipe with the model flags below, on a fixed
-random batch of `--batch_size` utterances of `--seconds` seconds per process, after `--warmup` untimed
-steps; no data loading (see measure/featurize_throughput.py for that). With P processes each gets
-cores/P threads, every process keeps its batch size (as NPROC does in config_CPU.sh), and throughput
-counts the utterances of all ranks.
+random batch of `--batch_size` utterances of `--seconds` seconds (--length_spread: of lengths spread below
+it) per process, after `--warmup` untimed steps; no data loading (see measure/featurize_throughput.py for
+that). With P processes each gets cores/P threads, every process keeps its batch size (as NPROC does in
+config_CPU.sh), and throughput counts the utterances of all ranks.
 Peak: the best of a few 2048^3 torch.matmul in fp32 and in bf16 using every core. Model FLOPs per step:
-torch.utils.flop_counter.FlopCounterMode over one forward+backward, except the recurrent layers, which are
-counted analytically (gate matmuls, backward = 2 x forward) because oneDNN's fused LSTM hides its matmuls
-from the counter. Shared machines make every figure noisy: run it nice'd, compare ratios from one run.
+benchmark.flops (the count the training's progress lines and train_throughput events use; conv, gate and
+fully connected matmuls, forward and backward). Configurations run one after another, each in fresh
+processes; shared machines make every figure noisy: run it nice'd, compare ratios from one run.
 """
 import argparse
 from dataclasses import replace
@@ -24,6 +26,7 @@ import json
 import os
 from pathlib import Path
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -34,14 +37,14 @@ os.environ.setdefault("GOMP_SPINCOUNT", "20000")   # bounded OpenMP spin, as scr
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from benchmark.config import parse_config  # noqa: E402
+from benchmark.config import RNN_IMPLS, parse_config  # noqa: E402
 from benchmark.data.batch import Batch  # noqa: E402
 from benchmark.distributed import DistContext  # noqa: E402
+from benchmark.flops import StepCosts, matmul_peak  # noqa: E402
 from benchmark.plan import AUTOCAST_DTYPES, make_plan  # noqa: E402
 from benchmark.text import NUM_CLASSES  # noqa: E402
-from benchmark.trainer import Trainer, ctc_loss  # noqa: E402
+from benchmark.trainer import Trainer  # noqa: E402
 from measure.system_recipe import system_recipe  # noqa: E402
 
 FRAMES_PER_SECOND = 100          # 10 ms hop
@@ -58,10 +61,17 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (oneDNN primitive caches)")
     parser.add_argument("--batch_size", type=int, default=cpu.batch_size,
                         help="utterances per process per step (config_CPU.sh's BATCH_SIZE)")
-    parser.add_argument("--seconds", type=float, default=3.6, help="duration of every utterance")
+    parser.add_argument("--seconds", type=float, default=3.6, help="duration of the longest utterance")
+    parser.add_argument("--length_spread", type=float, default=0.0,
+                        help="utterances evenly spread from (1 - SPREAD) x --seconds to --seconds (0: all equal; a "
+                             "length-sorted training batch has a few percent; packing costs more when lengths differ)")
     parser.add_argument("--amps", default="off,bf16", help="autocast modes to compare (off = fp32)")
     parser.add_argument("--procs", default="1,2", help="process counts to compare (DDP over gloo when > 1)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds over all configurations (interleaved); ratios use each one's median rate")
     parser.add_argument("--cores", type=int, default=os.cpu_count(), help="cores shared by the processes")
+    parser.add_argument("--rnn_impls", default=cpu.rnn_impl,
+                        help=f"recurrent implementations to compare (--rnn_impl: {'|'.join(RNN_IMPLS)})")
     for name in MODEL_FLAGS:
         parser.add_argument(f"--{name}", type=type(getattr(cpu, name)), default=getattr(cpu, name),
                             help="model flag as in benchmark.train (config_CPU.sh's)")
@@ -69,73 +79,56 @@ def parse_args(argv=None):
     args.recipe = cpu   # config_CPU.sh's optimizer, learning rate and the rest
     args.amps = args.amps.split(",")
     args.procs = [int(p) for p in args.procs.split(",")]
+    args.rnn_impls = list(dict.fromkeys(args.rnn_impls.split(",")))
+    for impl in args.rnn_impls:
+        if impl not in RNN_IMPLS:
+            parser.error(f"--rnn_impls: {impl!r} is not one of {','.join(RNN_IMPLS)}")
     for amp in args.amps:
         if amp not in AUTOCAST_DTYPES or amp == "fp16":
             parser.error(f"--amps: {amp!r} is not one of off,bf16 (fp16 is a GPU mode)")
-    if args.steps < 1 or args.batch_size < 1 or args.seconds <= 0 or min(args.procs) < 1:
-        parser.error("--steps, --batch_size, --seconds and --procs must be positive")
+    if not 0 <= args.length_spread < 1:
+        parser.error("--length_spread must be in [0, 1)")
+    if args.steps < 1 or args.batch_size < 1 or args.seconds <= 0 or min(args.procs) < 1 or args.repeats < 1:
+        parser.error("--steps, --batch_size, --seconds, --procs and --repeats must be positive")
     return args
 
 
-def step_plan(args, amp="off", rank=0, world_size=1):
+def step_plan(args, amp="off", rank=0, world_size=1, rnn_impl="padded"):
     """The run plan of one process: config_CPU.sh's recipe with this script's model, batch and amp flags,
     on the CPU, with this process's share of --cores; the schedule spans the steps this script takes."""
     config = replace(args.recipe, **{name: getattr(args, name) for name in MODEL_FLAGS}, batch_size=args.batch_size,
-                     amp=amp, num_gpus=0, num_threads=max(1, args.cores // world_size))
+                     amp=amp, num_gpus=0, num_threads=max(1, args.cores // world_size), rnn_impl=rnn_impl)
     utterances = world_size * args.batch_size * (args.warmup + args.steps)
     return make_plan(config, DistContext(rank, rank, world_size, world_size), num_train_utterances=utterances)
 
 
+def utterance_frames(args):
+    """Feature frames of each utterance of a batch: the longest --seconds, the rest spread below it."""
+    longest = int(args.seconds * FRAMES_PER_SECOND)
+    return torch.linspace(longest, longest * (1 - args.length_spread), args.batch_size).round().long()
+
+
 def random_batch(args, spec, seed):
     generator = torch.Generator().manual_seed(seed)
-    frames, chars = int(args.seconds * FRAMES_PER_SECOND), int(args.seconds * CHARACTERS_PER_SECOND)
+    lengths, chars = utterance_frames(args), int(args.seconds * (1 - args.length_spread) * CHARACTERS_PER_SECOND)
     b = args.batch_size
-    return Batch(torch.randn(b, spec.num_features, frames, generator=generator),
-                 torch.full((b,), frames, dtype=torch.int64),
-                 torch.randint(1, NUM_CLASSES, (b, chars), generator=generator),
+    features = torch.randn(b, spec.num_features, int(lengths[0]), generator=generator)
+    features *= (torch.arange(features.shape[2]) < lengths[:, None])[:, None, :]
+    return Batch(features, lengths, torch.randint(1, NUM_CLASSES, (b, chars), generator=generator),
                  torch.full((b,), chars, dtype=torch.int64))
 
 
-def rnn_flops(model, batch):
-    """Forward + backward FLOPs of the recurrent stack: per direction 2*B*T*G*H*(in + H), backward twice that."""
-    steps = int(model.output_lengths(batch.feature_lengths).max())
-    total = 0
-    for layer in model.rnns:
-        for rnn in (layer.forward_rnn, layer.backward_rnn):
-            gates = {"LSTM": 4, "GRU": 3}[type(rnn).__name__]
-            total += 3 * 2 * batch.features.shape[0] * steps * gates * rnn.hidden_size * (rnn.input_size + rnn.hidden_size)
-    return total
-
-
 def step_flops(args):
-    """Model FLOPs of one training step of one process (forward + backward)."""
-    plan = step_plan(args)
-    model = plan.build_model()
-    batch = random_batch(args, plan.feature_spec, seed=0)
-    with FlopCounterMode(display=False) as counter:
-        logits, lengths = model(batch.features, batch.feature_lengths)
-        ctc_loss(logits, lengths, batch).backward()
-    by_module = counter.get_flop_counts()
-    counted_rnn = sum(sum(by_module.get(f"DeepSpeech2.rnns.{i}", {}).values()) for i in range(len(model.rnns)))
-    return counter.get_total_flops() - counted_rnn + rnn_flops(model, batch)
+    """Model FLOPs of one training step of one process (forward + backward, each utterance at its length)."""
+    costs = StepCosts(step_plan(args).model_args)
+    useful, _ = costs.batch_flops(utterance_frames(args), args.seconds * FRAMES_PER_SECOND)
+    return float(useful)
 
 
-def matmul_peak(dtype, threads, n=2048, repeats=5):
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.matmul(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.matmul(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best
-
-
-def worker(rank, args, amp, world_size, port, result_file):
+def worker(rank, args, amp, world_size, rnn_impl, port, result_file):
     if world_size > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
-    plan = step_plan(args, amp, rank, world_size)
+    plan = step_plan(args, amp, rank, world_size, rnn_impl)
     torch.set_num_threads(plan.threads)
     trainer = Trainer(plan)
     batch = random_batch(args, plan.feature_spec, seed=rank)
@@ -162,11 +155,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def measure(args, amp, world_size):
+def measure(args, amp, world_size, rnn_impl):
     with tempfile.TemporaryDirectory() as folder:
         result_file = os.path.join(folder, "result.json")
-        mp.start_processes(worker, args=(args, amp, world_size, free_port(), result_file), nprocs=world_size,
-                           start_method="spawn")
+        mp.start_processes(worker, args=(args, amp, world_size, rnn_impl, free_port(), result_file),
+                           nprocs=world_size, start_method="spawn")
         return json.loads(Path(result_file).read_text())
 
 
@@ -174,35 +167,48 @@ def main(argv=None):
     args = parse_args(argv)
     print(f"# {args.cores} cores; model {args.rnn_type} {args.rnn_layers}x{args.rnn_hidden_size}, conv "
           f"{args.conv_channels}, stride {args.time_stride}, {args.features} {args.n_mels}; per process "
-          f"{args.batch_size} utterances x {args.seconds:g} s; median of {args.steps} steps after {args.warmup}",
+          f"{args.batch_size} utterances x {args.seconds:g} s"
+          + (f" to {args.seconds * (1 - args.length_spread):.3g} s" if args.length_spread else "")
+          + f"; median of {args.steps} steps after {args.warmup}",
           flush=True)
     dtypes = {amp: AUTOCAST_DTYPES[amp] or torch.float32 for amp in args.amps}
-    peaks = {amp: matmul_peak(dtypes[amp], args.cores) for amp in args.amps}
+    torch.set_num_threads(args.cores)
+    peaks = {amp: matmul_peak("cpu", dtypes[amp], n=2048) for amp in args.amps}
     for amp, peak in peaks.items():
         print(f"matmul peak {str(dtypes[amp]).removeprefix('torch.'):9s} {peak / 1e9:8.1f} GFLOP/s", flush=True)
     flops = step_flops(args)
+    mean_seconds = float(utterance_frames(args).double().mean()) / FRAMES_PER_SECOND
     print(f"model FLOPs per step and process: {flops / 1e9:.1f} GFLOP (forward + backward)", flush=True)
-    print(f"{'amp':5s} {'procs':>5s} {'thr/proc':>8s} {'s/step':>7s} {'utt/s':>7s} {'audio s/s':>9s} "
-          f"{'GFLOP/s':>8s} {'of peak':>7s}", flush=True)
-    rates = {}
-    for amp in args.amps:
-        for procs in args.procs:
-            result = measure(args, amp, procs)
-            seconds = result["seconds_per_step"]
-            utterances = procs * args.batch_size / seconds
-            achieved = procs * flops / seconds
-            rates[amp, procs] = utterances
-            print(f"{amp:5s} {procs:5d} {result['threads']:8d} {seconds:7.3f} {utterances:7.2f} "
-                  f"{utterances * args.seconds:9.1f} {achieved / 1e9:8.1f} {100 * achieved / peaks[amp]:6.1f}%",
-                  flush=True)
-    base_amp, base_procs = args.amps[0], args.procs[0]
+    print(f"{'amp':5s} {'procs':>5s} {'rnn_impl':>8s} {'thr/proc':>8s} {'s/step':>7s} {'utt/s':>7s} "
+          f"{'audio s/s':>9s} {'GFLOP/s':>8s} {'of peak':>7s}", flush=True)
+    measured = {}   # (amp, procs, rnn_impl) -> utterances/s of each round
+    for _ in range(args.repeats):
+        for amp in args.amps:
+            for procs in args.procs:
+                for impl in args.rnn_impls:
+                    result = measure(args, amp, procs, impl)
+                    seconds = result["seconds_per_step"]
+                    utterances = procs * args.batch_size / seconds
+                    achieved = procs * flops / seconds
+                    measured.setdefault((amp, procs, impl), []).append(utterances)
+                    print(f"{amp:5s} {procs:5d} {impl:>8s} {result['threads']:8d} {seconds:7.3f} {utterances:7.2f} "
+                          f"{utterances * mean_seconds:9.1f} {achieved / 1e9:8.1f} "
+                          f"{100 * achieved / peaks[amp]:6.1f}%", flush=True)
+    rates = {key: statistics.median(values) for key, values in measured.items()}
+    base_amp, base_procs, base_impl = args.amps[0], args.procs[0], args.rnn_impls[0]
     for amp in args.amps[1:]:
         for procs in args.procs:
-            print(f"{amp} / {base_amp} at {procs} process(es): {rates[amp, procs] / rates[base_amp, procs]:.2f}x")
+            print(f"{amp} / {base_amp} at {procs} process(es), {base_impl}: "
+                  f"{rates[amp, procs, base_impl] / rates[base_amp, procs, base_impl]:.2f}x")
     for procs in args.procs[1:]:
         for amp in args.amps:
-            print(f"{procs} / {base_procs} process(es) with amp {amp}: "
-                  f"{rates[amp, procs] / rates[amp, base_procs]:.2f}x")
+            print(f"{procs} / {base_procs} process(es) with amp {amp}, {base_impl}: "
+                  f"{rates[amp, procs, base_impl] / rates[amp, base_procs, base_impl]:.2f}x")
+    for impl in args.rnn_impls[1:]:
+        for amp in args.amps:
+            for procs in args.procs:
+                print(f"{impl} / {base_impl} with amp {amp} at {procs} process(es): "
+                      f"{rates[amp, procs, impl] / rates[amp, procs, base_impl]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -87,6 +87,27 @@ def test_epochs_reuse_the_pipeline_and_an_abandoned_epoch_leaves_nothing_behind(
         assert_batch_matches(batch, indices, corpus, spec)
 
 
+def test_files_are_read_ahead_off_the_training_loops_thread(corpus, monkeypatch):
+    import threading
+    from benchmark.data import dali_loader as module
+    reads, real_read = [], module._read_files
+
+    def recording_read(paths):
+        reads.append((threading.current_thread().name, [Path(p).name for p in paths]))
+        return real_read(paths)
+
+    monkeypatch.setattr(module, "_read_files", recording_read)
+    order = [[i] for i in range(12)]
+    batches = dali_loader(corpus, FeatureSpec("logmel", 40)).batches(order)
+    first = next(batches)
+    # When the first batch arrives, the files of the batches DALI prefetched and READ_AHEAD more were asked for.
+    assert len(reads) >= module.PREFETCH_DEPTH + module.READ_AHEAD
+    assert_batch_matches(first, order[0], corpus, FeatureSpec("logmel", 40))
+    rest = list(batches)
+    assert len(rest) == 11 and [r[1] for r in reads] == [[corpus[i].path.name] for i in range(12)]
+    assert all(name.startswith("dali-read") for name, _ in reads)
+
+
 def test_speed_perturbation_changes_lengths_by_the_speed_factor(corpus):
     spec = FeatureSpec("logmel", 40)
     indices = [0, 1, 2, 3]

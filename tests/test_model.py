@@ -49,7 +49,7 @@ def test_fused_lstm_equals_lstmcell_loop_with_padding():
     x = torch.randn(steps, batch, size)
     lengths = torch.tensor([9, 6, 2])
     x[lengths.unsqueeze(0) <= torch.arange(steps).unsqueeze(1)] = 0
-    fused = layer(x, lengths)
+    fused = layer.padded(x, lengths)
 
     def cell_from(rnn):
         cell = torch.nn.LSTMCell(size, rnn.hidden_size)
@@ -71,3 +71,44 @@ def test_fused_lstm_equals_lstmcell_loop_with_padding():
             backward_out[t] = h
         expected = torch.cat([torch.cat(forward_out), torch.cat(backward_out)], dim=1)
         torch.testing.assert_close(fused[:n, b], expected, atol=1e-6, rtol=1e-5)
+
+
+def test_config_offers_exactly_the_models_recurrent_implementations():
+    from benchmark import config, model
+    assert config.RNN_IMPLS == tuple(model.RNN_IMPLS)
+
+
+@pytest.mark.parametrize("rnn_type", ["lstm", "gru"])
+@pytest.mark.parametrize("impl", ["packed", "streams"])
+def test_recurrent_implementations_match_the_padded_one_in_outputs_and_gradients(rnn_type, impl):
+    """Same parameters, same batch (unsorted lengths, train mode): outputs within each utterance's length and
+    every gradient equal to the padded implementation's. `streams` runs its own code path here, on one stream
+    (no CUDA); its two-stream overlap needs a GPU (measure/gpu_step_benchmark.py checks its parity there)."""
+    results = {}
+    for name in ("padded", impl):
+        torch.manual_seed(0)
+        model = DeepSpeech2(num_features=40, conv_channels=4, rnn_type=rnn_type, rnn_hidden_size=16, rnn_layers=3,
+                            rnn_impl=name)
+        x, lengths = padded_batch([120, 31, 77, 120])
+        x.requires_grad_(True)
+        logits, out_lengths = model(x, lengths)
+        valid = (torch.arange(logits.shape[0]).unsqueeze(1) < out_lengths).unsqueeze(2)
+        weights = torch.randn(logits.shape, generator=torch.Generator().manual_seed(1))
+        (logits * weights * valid).sum().backward()
+        results[name] = (logits.detach() * valid, x.grad, {n: p.grad for n, p in model.named_parameters()})
+    (out, x_grad, grads), (other_out, other_x_grad, other_grads) = results["padded"], results[impl]
+    assert other_grads.keys() == grads.keys()   # one parameter layout: checkpoints fit every implementation
+    for name, expected, got in [("logits", out, other_out), ("input gradient", x_grad, other_x_grad),
+                                *((n, grads[n], other_grads[n]) for n in grads)]:
+        # float rounding only: summation orders differ (oneDNN's fused sequence kernel against packed steps)
+        assert (got - expected).abs().max() <= 1e-5 * expected.abs().max(), name
+
+
+def test_packed_implementation_gives_zeros_in_the_padding_and_keeps_padding_inert():
+    torch.manual_seed(0)
+    model = DeepSpeech2(num_features=40, conv_channels=4, rnn_hidden_size=16, rnn_layers=2, rnn_impl="packed").eval()
+    x, lengths = padded_batch([120, 77, 31])
+    logits, out_lengths = model(x, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        alone, _ = model(x[i:i + 1, :, :n], lengths[i:i + 1])
+        torch.testing.assert_close(logits[:out_lengths[i], i], alone[:, 0], atol=1e-5, rtol=1e-5)

@@ -1,5 +1,7 @@
 """benchmark.plan: every derived value of a run comes from one plan, checked before init_start."""
 from dataclasses import asdict
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -48,6 +50,7 @@ def test_model_flags_cover_the_model_and_its_features():
 @pytest.mark.parametrize("flags,message", [
     ({"data_backend": "dali_gpu"}, "needs a GPU"),
     ({"speed_perturbation": "0.9,1.1", "data_backend": "torch"}, "needs a DALI backend"),
+    ({"rnn_impl": "streams"}, "--rnn_impl streams needs a CUDA device"),
 ])
 def test_what_cannot_run_here_is_a_config_error(flags, message):
     with pytest.raises(ConfigError, match=message):
@@ -67,3 +70,20 @@ def test_optimizer_table_gives_the_choices_and_builds_each(tmp_path):
         assert type(trainer.optimizer) is cls and trainer.training_model is trainer.model   # one process: no DDP
     with pytest.raises(ValueError, match="--optimizer 'lamb': unknown; choose one of adamw, sgd"):
         make_plan(config(optimizer="lamb"), num_train_utterances=4).build_optimizer(torch.nn.Linear(1, 1))
+
+
+def test_the_recurrent_implementation_is_built_and_workers_follow_the_cores_this_process_may_use():
+    import os
+    plan = make_plan(config(rnn_impl="packed", rnn_hidden_size=8, rnn_layers=1, conv_channels=2),
+                     DistContext(local_world_size=2, world_size=2))
+    assert plan.build_model().rnn_impl == "packed"
+    cores = len(os.sched_getaffinity(0))
+    assert plan.threads == max(1, cores // 2) and plan.workers == max(1, cores // 2 - 1)
+    if os.cpu_count() < 2:
+        return
+    # A process granted one core (taskset, SLURM, docker --cpuset) gets one thread, whatever the machine has.
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from benchmark.config import TrainConfig; from benchmark.plan import make_plan; "
+            "plan = make_plan(TrainConfig(num_gpus=0)); print(plan.threads, plan.workers)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["1", "1"]

@@ -50,6 +50,14 @@ def test_train_two_epochs_logs_every_mlperf_event(tiny_corpus, tmp_path, backend
     assert by_key["eval_samples"]["value"] == 6 and by_key["train_samples"]["value"] == 16
     assert by_key["run_stop"]["metadata"]["status"] == "aborted"
     assert by_key["submission_benchmark"]["value"] == "deepspeech2"
+    # Throughput per epoch: useful model TFLOP/s against the matmul peak measured in the run (benchmark/flops.py).
+    throughput = [e for e in events if e["key"] == "train_throughput"]
+    assert [e["metadata"]["epoch_num"] for e in throughput] == [1, 2]
+    for e in throughput:
+        meta = e["metadata"]
+        assert e["value"] > 0 and meta["precision"] == "fp32" and 0 < meta["useful_tflop"] <= meta["padded_tflop"]
+        assert 0 < meta["fraction_of_peak"] < 1.5 and meta["matmul_peak_tflop_per_second"] > 0
+        assert meta["fraction_of_peak"] == pytest.approx(e["value"] / meta["matmul_peak_tflop_per_second"], rel=1e-3)
     # The machine the run ran on, as benchmark.results.system_desc identifies it (a CPU run, one node).
     assert keys.count("machine") == 1 and keys.index("init_start") < keys.index("machine") < keys.index("init_stop")
     assert by_key["machine"]["value"] == system_desc.identity(system_desc.describe(0, nodes=1))

@@ -13,6 +13,10 @@ class Batch(NamedTuple):
     def to(self, device, non_blocking=False):
         return Batch(*(t.to(device, non_blocking=non_blocking) for t in self))
 
+    def pin_memory(self):
+        """The host tensors in page-locked memory (a non-blocking copy to a GPU from there really is one)."""
+        return Batch(*(t if t.is_cuda or t.is_pinned() else t.pin_memory() for t in self))
+
 
 def pad_batch(feature_list, target_list):
     """Lists of [F, T_i] feature tensors and label-index lists -> a padded Batch (on the CPU)."""

@@ -12,9 +12,15 @@ order (the sampler owns the order; DALI never shuffles). The maths is benchmark.
       --> normalize over time per bin: (x - mean) / sqrt(var + 1e-5), population variance
       --> pad to the batch's longest (zeros)
 
-Python reads each file's bytes (cheap, page cache) and feeds them through an external source; DALI's
-worker threads decode and featurize while the training step runs, `prefetch_queue_depth` batches ahead.
+A small thread pool reads the files' bytes READ_AHEAD batches ahead (numpy releases the GIL while it
+reads), so the external source DALI calls from the training loop's thread only hands over bytes that are
+already in memory: a cold page cache (run_and_time.sh drops it before each run) does not stall the loop.
+DALI's worker threads decode and featurize while the training step runs, `prefetch_queue_depth` batches
+ahead. With a CUDA training device, what crosses from the host (the CPU pipeline's features, lengths and
+targets) is copied from pinned memory without blocking the host.
 """
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 import itertools
 
 import numpy as np
@@ -31,6 +37,12 @@ from benchmark.data.batch import Batch, pad_targets
 from benchmark.text import encode
 
 PREFETCH_DEPTH = 2   # batches DALI prepares ahead of the one the training step is using
+READ_AHEAD = PREFETCH_DEPTH + 2   # batches whose files are read ahead of what DALI asks for
+READ_THREADS = 2
+
+
+def _read_files(paths):
+    return [np.fromfile(path, dtype=np.uint8) for path in paths]
 
 
 def _check_speed_range(speed_perturbation):
@@ -110,6 +122,8 @@ class DaliLoader:
                 raise ValueError(f"{u.path}: {error}") from None
         self._source = _EpochSource()
         self._pipe, self._max_batch_size, self._calls = None, 0, 0
+        self._readers = None   # ThreadPoolExecutor, made on first use
+        self._pin = self.device.type == "cuda"
 
     def _pipeline(self, max_batch_size):
         if self._pipe is None or max_batch_size > self._max_batch_size:
@@ -123,11 +137,24 @@ class DaliLoader:
         return self._pipe
 
     def _feed(self, index_batches, rng):
-        for indices in index_batches:
-            encoded = [np.fromfile(self.utterances[i].path, dtype=np.uint8) for i in indices]
+        """Each batch's encoded files (read READ_AHEAD batches ahead by the pool) and speed scales, in order."""
+        if self._readers is None:
+            self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="dali-read")
+
+        def read(indices):
+            return indices, self._readers.submit(_read_files, [self.utterances[i].path for i in indices])
+
+        batches = iter(index_batches)
+        pending = deque(read(b) for b in itertools.islice(batches, READ_AHEAD))
+        while pending:
+            indices, reading = pending.popleft()
+            following = next(batches, None)
+            if following is not None:
+                pending.append(read(following))
+            encoded = reading.result()
             if self.speed_perturbation is None:
                 yield encoded
-            else:
+            else:   # drawn here, in batch order: the speeds depend on the seed only
                 speeds = rng.uniform(*self.speed_perturbation, size=len(indices))
                 yield encoded, [np.float32(1.0 / s) for s in speeds]
 
@@ -207,8 +234,10 @@ class DaliLoader:
         lengths = torch.tensor([int(np.array(shapes[k])[1]) for k in range(len(indices))], dtype=torch.int64)
         dense = features.as_tensor()
         out_device = self.device if self.on_gpu else torch.device("cpu")
-        padded = torch.empty(tuple(dense.shape()), dtype=torch.float32, device=out_device)
+        padded = torch.empty(tuple(dense.shape()), dtype=torch.float32, device=out_device,
+                             pin_memory=self._pin and not self.on_gpu)
         stream = torch.cuda.current_stream(out_device) if out_device.type == "cuda" else None
         feed_ndarray(dense, padded, cuda_stream=stream)   # device-to-device on the GPU, no host copy
         targets, target_lengths = pad_targets([self.targets[i] for i in indices])
-        return Batch(padded, lengths, targets, target_lengths).to(self.device, non_blocking=True)
+        batch = Batch(padded, lengths, targets, target_lengths)
+        return (batch.pin_memory() if self._pin else batch).to(self.device, non_blocking=True)

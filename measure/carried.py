@@ -189,9 +189,11 @@ def install_wheels(requirements, wheels_dir, site, python):
         if _run([python, "-m", "pip", "--version"]).returncode != 0:
             raise CarriedError(f"{python} has no pip: the carried wheels cannot be installed")
         Path(site).mkdir(parents=True, exist_ok=True)
+        # No pip configuration of the image's (an index, a constraints file pinning other versions, --user)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull}
         done = _run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-index", "--no-deps",
                      "--upgrade", "--find-links", str(wheels_dir), "--target", str(site),
-                     *[name + spec for name, spec in wanted.items()]])
+                     *[name + spec for name, spec in wanted.items()]], env)
         if done.returncode != 0:
             raise CarriedError(f"pip install from {wheels_dir} failed: {(done.stderr or done.stdout).strip()[-1500:]}")
     return wanted, kept

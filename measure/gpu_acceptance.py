@@ -156,7 +156,8 @@ def environment(job, rehearsal):
             "cpu": host["host_processor_model_name"], "cpu_cores": len(os.sched_getaffinity(0)),
             "memory": host["host_memory_capacity"], "os": host["operating_system"]}
     try:
-        info["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+        version = torch.cuda.nccl.version()   # a tuple in current releases, an int (2708) in older ones
+        info["nccl"] = ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
     except Exception:   # a CPU build of torch has no NCCL
         info["nccl"] = None
     smi = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
@@ -215,6 +216,17 @@ def launch_environment(carried, settings):
     return env | settings
 
 
+def torchrun_of_this_python(work):
+    """{} where torchrun sits beside this Python (run_and_time.sh takes that one), else a TORCHRUN wrapper:
+    a torchrun elsewhere on PATH would start another Python, without the carried packages."""
+    if (Path(sys.executable).parent / "torchrun").is_file():
+        return {}
+    wrapper = work / "torchrun"
+    wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m torch.distributed.run "$@"\n')
+    wrapper.chmod(0o755)
+    return {"TORCHRUN": str(wrapper)}
+
+
 def train(job, carried, data_dir, work, settings):
     remaining = job.budget_s - job.elapsed() - CHECK_RESERVE_S
     if remaining < 60:
@@ -222,7 +234,7 @@ def train(job, carried, data_dir, work, settings):
     env = launch_environment(carried, {
         "SYSTEM": SYSTEM, "TRAIN_DATA_DIR": str(data_dir / "train.csv"), "EVAL_DATA_DIR": str(data_dir / "dev.csv"),
         "RESULTS_DIR": str(work / "results"), "RUNS_DIR": str(work / "runs"), "PYTHON": sys.executable,
-        "NEXP": "1", "SEED_BASE": "1", **settings})
+        "NEXP": "1", "SEED_BASE": "1", **torchrun_of_this_python(work), **settings})
     job.say(f"settings: {settings}; stopped after {remaining:.0f} s if still running")
     before = set((work / "results").glob("*/result_*.txt"))
     status, tail, stopped = job.run(["bash", "run_and_time.sh"], env, timeout=remaining)

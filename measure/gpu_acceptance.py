@@ -37,6 +37,7 @@ Uses only APIs of PyTorch 2.11 and older and the standard library of Python 3.10
 """
 import argparse
 from collections import deque
+from dataclasses import fields
 import datetime
 import json
 import os
@@ -55,6 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmark.config import TrainConfig  # noqa: E402  (standard library only)
+from benchmark.data.backends import dali_available  # noqa: E402
 from benchmark.mlperf_log import Key, Status, read_log, timed_region  # noqa: E402
 from benchmark.results import system_desc  # noqa: E402
 from measure.carried import CarriedError, install  # noqa: E402
@@ -116,7 +118,8 @@ class Job:
         self.say("$ " + shlex.join(str(c) for c in cmd))
         process = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)
-        stopped = threading.Event()
+        stopped, killer = threading.Event(), threading.Timer(STOP_GRACE_S, lambda: signal_group(signal.SIGKILL))
+        killer.daemon = True
 
         def signal_group(signum):
             try:
@@ -128,7 +131,7 @@ class Job:
             stopped.set()
             self.say(f"stopping it: {timeout:.0f} s passed (SIGTERM; SIGKILL {STOP_GRACE_S} s later)")
             signal_group(signal.SIGTERM)
-            threading.Timer(STOP_GRACE_S, signal_group, (signal.SIGKILL,)).start()
+            killer.start()
 
         timer = threading.Timer(timeout, stop) if timeout else None
         if timer:
@@ -140,8 +143,9 @@ class Job:
             self.log.write(line)
             tail.append(line)
         process.wait()
-        if timer:
-            timer.cancel()
+        for waiting in (timer, killer):
+            if waiting:
+                waiting.cancel()
         return process.returncode, "".join(tail), stopped.is_set()
 
 
@@ -184,7 +188,7 @@ def environment(job, rehearsal):
 def install_carried(job, bundle, work):
     carried = install(bundle, work, sys.executable)
     (work / "env.sh").write_text(carried.env_file_text())
-    report = {k: v for k, v in vars(carried).items()}
+    report = dict(vars(carried))
     for key in ("tools", "sox_plugins", "installed", "from_image", "notes"):
         job.say(f"{key}: {report[key]}")
     job.say(f"{len(carried.debs)} .deb files unpacked; for later commands in this job: source {work / 'env.sh'}")
@@ -202,8 +206,8 @@ def corpus(job, carried, data_dir, args, expected):
     result = {"data_dir": str(data_dir), "args": args, "sha256": fingerprint["sha256"], "expected_sha256": expected,
               "versions": fingerprint["versions"], "subsets": fingerprint["subsets"]}
     if expected and fingerprint["sha256"] != expected:
-        raise StepFailed(f"fingerprint {fingerprint['sha256']} is not the expected {expected} (tools "
-                         f"{fingerprint['versions']}): the corpus differs from the README's")
+        return result | {"ok": False, "error": f"fingerprint {fingerprint['sha256']} is not the expected {expected} "
+                                               f"(tools {fingerprint['versions']}): the corpus differs"}
     job.say(f"fingerprint {fingerprint['sha256']}: " + ("matches the expected one" if expected else "not compared"))
     return result
 
@@ -211,7 +215,7 @@ def corpus(job, carried, data_dir, args, expected):
 def launch_environment(carried, settings):
     """The environment of ./run_and_time.sh: the carried tools, no stray configuration variables, ours."""
     env = carried.environment()
-    for name in LAUNCHER_VARIABLES + [f.upper() for f in TrainConfig.__dataclass_fields__]:
+    for name in LAUNCHER_VARIABLES + [f.name.upper() for f in fields(TrainConfig)]:
         env.pop(name, None)
     return env | settings
 
@@ -243,7 +247,7 @@ def train(job, carried, data_dir, work, settings):
         raise StepFailed(f"./run_and_time.sh wrote no result log (exit status {status}): {tail.strip()[-800:]}")
     figures = run_figures(new[-1])
     result = {"exit_status": status, "stopped_for_time": stopped, "log": str(new[-1]),
-              "result_line": next((l for l in tail.splitlines() if l.startswith("RESULT,")), None), **figures}
+              "result_line": next((line for line in tail.splitlines() if line.startswith("RESULT,")), None), **figures}
     if figures["status"] not in (Status.SUCCESS, Status.ABORTED) or status not in (0, 3) or stopped:
         result |= {"ok": False, "error": f"the run ended with exit status {status} and run_stop status "
                                          f"{figures['status']}" + (" (stopped for time)" if stopped else "")}
@@ -302,10 +306,12 @@ def limits(summary, rehearsal):
     if rehearsal:
         notes.append("CPU rehearsal: no GPU, so gloo instead of NCCL, the CPU torch, a tiny corpus and model "
                      "(its times and WER say nothing about a GPU)")
-    if model.get("backend", "torch") != "dali_gpu":
+    backend = model.get("backend", "torch")
+    if backend != "dali_gpu" and not dali_available():
         notes.append("NVIDIA DALI is absent (about 480 MB installed, far over the 64 MiB a job can bring): the run "
-                     f"used the {model.get('backend', 'torch')} loader (decode and features on the CPU cores), not "
-                     "DALI's GPU pipeline")
+                     f"used the {backend} loader (decode and features on the CPU cores), not DALI's GPU pipeline")
+    elif backend != "dali_gpu":
+        notes.append(f"the run used the {backend} loader (--data_backend auto's choice here), not DALI's GPU pipeline")
     if not rehearsal:
         notes.append("one GPU: DDP over NCCL with one rank (PROCESS_GROUP=always): the all-reduces of gradients, "
                      "finiteness and WER counts run through NCCL, but no data crosses GPUs; scaling is not measured")
@@ -313,15 +319,18 @@ def limits(summary, rehearsal):
     return notes
 
 
-def readme_row(train):
-    """The README table row of this run: status, minutes, epochs, WER, utt/s, % of peak, data wait."""
-    per = train.get("per_epoch", [])
+def readme_row(train, machine):
+    """The README table row of this run: machine, status, minutes, epochs, and per epoch WER, utt/s, % of the
+    matmul peak and data wait (None without a timed run)."""
+    per, seconds = train.get("per_epoch", []), train.get("run_seconds")
+
     def col(key, scale=1.0, digits=3):
         return ", ".join(f"{e[key] * scale:.{digits}f}" for e in per if e.get(key) is not None)
-    minutes = train.get("run_seconds")
-    return (f"| {train.get('status')} | {minutes / 60:.2f} | {train.get('epochs')} | {col('wer')} | "
+    if seconds is None:
+        return None
+    return (f"| {machine} | {train.get('status')} | {seconds / 60:.2f} | {train.get('epochs')} | {col('wer')} | "
             f"{col('utterances_per_second', digits=1)} | {col('fraction_of_peak', 100, 1)}% | "
-            f"{col('data_wait_fraction', 100, 1)}% |") if minutes is not None else None
+            f"{col('data_wait_fraction', 100, 1)}% |")
 
 
 def write_atomically(path, text):
@@ -396,7 +405,7 @@ def main(argv=None):
         summary |= {"elapsed_s": round(job.elapsed(), 1), "all_steps_passed": all_ok,
                     "target_reached": train_result.get("status") == Status.SUCCESS,
                     "time_to_target_seconds": train_result.get("time_to_target_seconds"),
-                    "readme_row": readme_row(train_result) if train_result.get("ok") else None,
+                    "readme_row": readme_row(train_result, job.steps["environment"].get("gpu", "CPU (rehearsal)")),
                     "could_not_do": limits(summary, args.rehearsal)}
         write_atomically(args.out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
         job.say("===== summary (" + str(args.out / "summary.json") + ")")

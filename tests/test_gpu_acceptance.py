@@ -132,8 +132,8 @@ def test_the_rehearsal_runs_every_step_and_writes_the_outputs(bundle, tmp_path):
     assert 0 < epoch["wer"] <= 1 and epoch["utterances_per_second"] > 0 and 0 < epoch["fraction_of_peak"] < 1.5
     assert 0 <= epoch["data_wait_fraction"] < 1 and epoch["precision"] == "bf16"
     assert steps["check"]["compliance_passed"] and "PASS" in (out / "report.txt").read_text()
-    assert summary["readme_row"].startswith("| aborted | ") and not summary["target_reached"]
-    assert any("DALI is absent" in note for note in summary["could_not_do"])
+    assert summary["readme_row"].startswith("| CPU (rehearsal) | aborted | ") and not summary["target_reached"]
+    assert any("not DALI's GPU pipeline" in note for note in summary["could_not_do"])
     assert "RESULT,DEEPSPEECH2,1," in (out / "acceptance.log").read_text()
     # the result is never overwritten: the same --out again is refused before anything runs
     again = subprocess.run([sys.executable, "measure/gpu_acceptance.py", "--rehearsal", "--out", str(out)],
@@ -160,3 +160,15 @@ def test_the_help_says_how_to_run_it_on_a_bare_gpu_machine_and_the_readme_holds_
     for needed in ("scripts/gpu_bundle.py", 'carry [".gpu_bundle"]', "python3 measure/gpu_acceptance.py --out $OUT"):
         assert needed in text
     assert gpu_acceptance.EXPECTED_SHA256 in (ROOT / "README.md").read_text()
+
+
+def test_a_failed_step_is_reported_and_the_summary_still_written(tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "measure/gpu_acceptance.py", "--rehearsal", "--out", str(out),
+                           "--bundle", str(tmp_path / "no_bundle"), "--work", str(tmp_path / "work")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
+    steps = json.loads((out / "summary.json").read_text())["steps"]
+    assert steps["environment"]["ok"] and not steps["install"]["ok"]
+    assert "bundle.json: missing" in steps["install"]["error"] and "scripts/gpu_bundle.py" in steps["install"]["error"]
+    assert all(steps[name]["error"].startswith("not run") for name in ("corpus", "train", "check"))

@@ -1,6 +1,6 @@
 """Install, on a bare machine without a package index, what the bundle of scripts/gpu_bundle.py carries.
 
-    carried = install(Path(".gpu_bundle"), Path("/tmp/ds2perf-acceptance"))   # CarriedError naming the problem
+    carried = install(Path(".gpu_bundle"), Path("/tmp/ds2perf-acceptance"), sys.executable)   # or CarriedError
     subprocess.run(cmd, env=carried.environment())    # PATH, PYTHONPATH and DS2_FORTUNES_DIR for the run
 
 System packages: every .deb of BUNDLE/debs is unpacked with `dpkg-deb -x` into WORK/prefix (apt is never

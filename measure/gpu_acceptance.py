@@ -274,8 +274,9 @@ def run_figures(log_path):
                 fraction_of_peak=m.get("fraction_of_peak"), precision=m.get("precision"),
                 matmul_peak_tflops=m.get("matmul_peak_tflop_per_second"))
         elif r.key == Key.DATA_WAIT_SECONDS:
-            epochs.setdefault(epoch, {}).update(data_wait_seconds=r.value, epoch_seconds=r.metadata.get("epoch_seconds"),
-                                                data_wait_fraction=r.metadata.get("fraction"))
+            epochs.setdefault(epoch, {}).update(data_wait_seconds=r.value,
+                                                data_wait_fraction=r.metadata.get("fraction"),
+                                                epoch_seconds=r.metadata.get("epoch_seconds"))
     seconds = region.milliseconds / 1000 if region.milliseconds is not None else None
     model = first[Key.MODEL_CONFIG].value if Key.MODEL_CONFIG in first else {}
     return {"status": region.status, "run_seconds": seconds,

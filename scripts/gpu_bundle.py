@@ -8,7 +8,8 @@ The GPU machines reach no package index, and a job brings at most 64 MiB: the wo
 carries. So this downloads, into one folder (replaced as a whole, never left half-written):
   debs/    the .deb files of espeak-ng and its voice data, sox with its FLAC format (libsox-fmt-base), flac
            and the fortunes prose (fortunes, fortunes-min), at the versions installed here, the ones that
-           made the README's corpus fingerprint; and every package holding a shared library that their
+           made the README's corpus fingerprint (where an update replaced one in the archive, the archive's,
+           with a warning); and every package holding a shared library that their
            programs and sox's format plugins link to (ldd over every ELF file of the unpacked packages,
            mapped to packages by dpkg -S), except glibc, libgcc and libstdc++, which every image with
            Python and PyTorch has. measure/gpu_acceptance.py unpacks them with dpkg-deb -x into a private

@@ -84,6 +84,10 @@ class TrainConfig:
     rnn_impl: str = _f("padded", "implementation of the recurrent stack, same maths (benchmark/model.py): padded "
                        "per-direction calls, packed bidirectional calls, or the two directions on two CUDA "
                        "streams (GPU only)", list(RNN_IMPLS))
+    process_group: str = _f("auto", "when to join a torch.distributed process group (nccl on GPU, gloo on CPU) and "
+                            "train under DistributedDataParallel: auto, when torchrun starts more than one "
+                            "process; always, for one process too (a one-GPU run then all-reduces its gradients "
+                            "and WER counts over NCCL, as a multi-GPU run does)", ["auto", "always"])
 
     def resolved_log_file(self):
         return self.log_file or os.path.join(self.output_dir, "mlperf_log.txt")

@@ -1,4 +1,5 @@
-"""torchrun environment -> process group: nccl on GPU, gloo on CPU; plain single process otherwise.
+"""torchrun environment -> process group: nccl on GPU, gloo on CPU; plain single process otherwise
+(--process_group always: a group of one process too, so one GPU trains under DDP over NCCL).
 
 Failure handling: every collective waits at most `timeout_seconds` for a missing peer and then raises
 (gloo) or aborts the process (nccl: PyTorch's watchdog with TORCH_NCCL_ASYNC_ERROR_HANDLING, on by default),
@@ -35,17 +36,27 @@ def context_from_environment(environ=os.environ):
                        int(environ.get("WORLD_SIZE", 1)), int(environ.get("LOCAL_WORLD_SIZE", 1)))
 
 
-def init_distributed(use_cuda, timeout_seconds=600):
-    """Join the process group when torchrun started more than one process.
+def init_distributed(use_cuda, timeout_seconds=600, always=False):
+    """Join the process group when torchrun started more than one process, or with `always` for one too.
 
-    The timeout bounds how long a collective waits for a dead peer, so a failed rank stops the run.
+    The timeout bounds how long a collective waits for a dead peer, so a failed rank stops the run. A single
+    process that torchrun did not start (no MASTER_ADDR) gets a group of one over an in-process store.
     """
     ctx = context_from_environment()
-    if ctx.distributed and not dist.is_initialized():
+    if (ctx.distributed or always) and not dist.is_initialized():
         if use_cuda:
             torch.cuda.set_device(ctx.local_rank)
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_seconds))
+        backend, timeout = ("nccl" if use_cuda else "gloo"), timedelta(seconds=timeout_seconds)
+        if ctx.world_size == 1 and "MASTER_ADDR" not in os.environ:
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
+        else:
+            dist.init_process_group(backend, timeout=timeout)
     return ctx
+
+
+def backend_name():
+    """The process group's backend ('nccl', 'gloo'), or None without a process group."""
+    return str(dist.get_backend()) if is_initialized() else None
 
 
 def is_initialized():

@@ -78,7 +78,7 @@ class Key:
     TRAIN_LOSS = "train_loss"
     NONFINITE_STEPS_SKIPPED = "nonfinite_steps_skipped"
     RESUME = "resume"                           # a resumed run: {"checkpoint": path or None, "epoch": last done}
-    MODEL_CONFIG = "model_config"               # model flags, backend, world size, threads, device
+    MODEL_CONFIG = "model_config"               # model flags, backend, world size, threads, device, process group
     OPT_LR_SCHEDULE = "opt_lr_schedule"
     OPT_MOMENTUM = "opt_momentum"
     MACHINE = "machine"                         # the machine's identity (benchmark.results.system_desc)

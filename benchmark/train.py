@@ -121,7 +121,8 @@ def log_header(log, plan, eval_samples):
     log.event(Key.MODEL_CONFIG, {k: getattr(config, k) for k in (
         "rnn_type", "rnn_hidden_size", "rnn_layers", "conv_channels", "time_stride", "features", "n_mels",
         "amp", "data_backend")} | {"backend": plan.backend.name, "world_size": ctx.world_size,
-                                   "threads_per_process": plan.threads, "device": str(plan.device)})
+                                   "threads_per_process": plan.threads, "device": str(plan.device),
+                                   "process_group": distributed.backend_name()})
 
 
 def evaluate_only(config, ctx, eval_utts):
@@ -237,7 +238,8 @@ def run(config):
     except (ConfigError, ManifestError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    distributed.init_distributed(plan.device.type == "cuda", config.dist_timeout)
+    distributed.init_distributed(plan.device.type == "cuda", config.dist_timeout,
+                                 always=config.process_group == "always")
     torch.set_num_threads(plan.threads)
     previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     try:

@@ -157,3 +157,26 @@ def test_two_torchrun_agents_form_a_two_node_job(tiny_corpus, tmp_path):
     assert keys(events).count("run_start") == 1 and keys(events).count("eval_accuracy") == 1
     assert by_key["model_config"]["value"]["world_size"] == 2 and by_key["global_batch_size"]["value"] == 4
     assert by_key["train_samples"]["value"] == 16 and by_key["run_stop"]["metadata"]["status"] == "aborted"
+
+
+def test_process_group_always_trains_one_process_under_ddp_with_the_same_numbers(tiny_corpus, tmp_path):
+    """--process_group always (config_SYNTH_1GPU.sh: DDP over NCCL on one GPU) forms a group of one process,
+    under torchrun and without it, and trains exactly as the plain single process does (gloo here)."""
+    def run(name, *launcher, group="auto"):
+        log_file = tmp_path / f"{name}.txt"
+        args = train_args(tiny_corpus, log_file, tmp_path / f"ckpt_{name}", "--max_epochs", "2",
+                          "--process_group", group)
+        done = subprocess.run([*launcher, *args], capture_output=True, text=True, timeout=180, cwd=ROOT, env=env_with())
+        assert "exitcode  : 3" in done.stderr or done.returncode == 3, done.stderr[-3000:]
+        events = read_log(log_file)
+        config = next(e for e in events if e["key"] == "model_config")["value"]
+        numbers = [(e["key"], e["value"]) for e in events if e["key"] in ("train_loss", "eval_accuracy")]
+        return config, numbers
+
+    plain_config, plain = run("plain", sys.executable)
+    torchrun_config, under_torchrun = run("torchrun", *TORCHRUN, "--standalone", "--nproc_per_node=1", group="always")
+    alone_config, alone = run("alone", sys.executable, group="always")   # no torchrun: an in-process store
+    assert plain_config["process_group"] is None
+    for config in (torchrun_config, alone_config):
+        assert config["process_group"] == "gloo" and config["world_size"] == 1
+    assert len(plain) == 4 and under_torchrun == plain and alone == plain

@@ -21,7 +21,7 @@ from benchmark.config import parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-CONFIGS = ["CPU", "DGX1", "DGXA100", "DGXH100"]
+CONFIGS = ["CPU", "DGX1", "DGXA100", "DGXH100", "SYNTH_1GPU"]
 SHELL_SCRIPTS = ["run_and_time.sh", "run_with_docker.sh", "run.sub", "scripts/run_lib.sh", "hyperparameters.sh",
                  "librispeech_recipe.sh",
                  "scripts/setup.sh", "scripts/threads.sh", "run_tests.sh", "scripts/container_lib.sh",
@@ -121,6 +121,11 @@ EXPECTED = {  # config -> flags its launch command must carry
              "--eval_data_dir": "data/librispeech/dev-clean.csv"},
     "DGXA100": {"--nproc_per_node": "8", "--amp": "bf16", "--batch_size": "64", "--target_wer": "0.23"},
     "DGXH100": {"--nproc_per_node": "8", "--amp": "bf16", "--batch_size": "64", "--target_wer": "0.23"},
+    # the GPU acceptance run: the full model on the synthetic corpus, one GPU under DDP (a group of one)
+    "SYNTH_1GPU": {"--nproc_per_node": "1", "--process_group": "always", "--amp": "bf16", "--rnn_layers": "5",
+                   "--rnn_hidden_size": "800", "--features": "spectrogram", "--batch_size": "64",
+                   "--learning_rate": "0.001", "--target_wer": "0.3", "--max_epochs": "12",
+                   "--train_data_dir": "data/synthetic/train.csv", "--eval_data_dir": "data/synthetic/dev.csv"},
 }
 
 
@@ -136,7 +141,7 @@ def test_dry_run_prints_the_launch_command_of_every_config(launch, tmp_path, sys
     for flag, value in EXPECTED[system].items():
         assert options.get(flag) == value, (flag, words)
     # The system is the machine's (no GPU here: the DGX configs name a CPU system too); SYSTEM the recipe.
-    name = machine_name(launch, accelerators=0 if system == "CPU" else 8)
+    name = machine_name(launch, accelerators={"CPU": 0, "SYNTH_1GPU": 1}.get(system, 8))
     assert options["--system"] == name and options["--seed"] == "1"
     assert options["--log_file"] == f"{tmp_path}/results/{name}/result_1.txt"
     # The flags are ones the training accepts: its own parser validates them.

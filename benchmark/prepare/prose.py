@@ -7,13 +7,16 @@ transcript. Sentences that cannot be normalized cleanly (code, markup, acronyms,
 abbreviations, foreign letters) are dropped rather than guessed at.
 """
 import functools
+import os
 import re
 import unicodedata
 from pathlib import Path
 
 from benchmark.text import invalid_chars
 
-FORTUNES_DIR = Path("/usr/share/games/fortunes")
+# DS2_FORTUNES_DIR: the same files elsewhere (a bare GPU machine unpacks the carried .deb into a private
+# prefix: measure/gpu_acceptance.py); read when this module is imported.
+FORTUNES_DIR = Path(os.environ.get("DS2_FORTUNES_DIR") or "/usr/share/games/fortunes")
 # Pictures, not prose; `off/` (offensive fortunes, absent in Debian's package) is never read.
 SKIPPED_FILES = frozenset({"ascii-art"})
 MIN_WORDS, MAX_WORDS = 3, 25

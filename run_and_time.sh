@@ -8,9 +8,10 @@
 #   2. validates every variable (booleans exactly true/false, enumerations, numbers), naming a bad one;
 #   3. prepares the data if absent, outside the timed region: the synthetic corpus (DATASET=synthetic, or
 #      DATASET=auto without LibriSpeech manifests) or LibriSpeech, into DATA_DIR (default data/<dataset>);
-#   4. names the system after this machine (SYSTEM_NAME, e.g. CPU_AMD_EPYC_2c; the published results/CPU
-#      is another machine's) and, on its first run, writes results/<system>/system_desc.json, generated
-#      from the machine and checked by mlperf_logging (python -m benchmark.results.system_desc);
+#   4. names the system after this machine (SYSTEM_NAME, e.g. CPU_AMD_EPYC_family_26_model_2_2c; the
+#      published results/CPU is another machine's) and, on its first run, writes
+#      results/<system>/system_desc.json, generated from the machine and checked by mlperf_logging
+#      (python -m benchmark.results.system_desc);
 #   5. for each of NEXP runs: reserves results/<system>/result_<n>.txt (never overwritten, safe when runs
 #      start concurrently), writes the resolved configuration to results/<system>/config_<n>.sh, drops the
 #      page caches (best effort), launches `torchrun ... -m benchmark.train` with seed SEED_BASE+index and

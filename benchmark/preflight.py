@@ -27,11 +27,10 @@ import sys
 from tqdm import tqdm
 
 from benchmark.config import ConfigError
-from benchmark.data.manifest import filter_by_duration, read_manifests
+from benchmark.data.manifest import WINDOW_SAMPLES, filter_by_duration, read_manifests
 from benchmark.text import invalid_chars
 
 SAMPLE_RATE, CHANNELS, BITS = 16000, 1, 16
-WINDOW_SAMPLES = 320          # one 20 ms analysis window at 16 kHz (benchmark/features.py)
 PCM = 1                       # WAVE_FORMAT_PCM
 HEAD_BYTES = 64               # RIFF + fmt + data headers of a plain WAV, and then some
 PROGRESS_FROM = 20_000        # rows; shorter manifests are checked in well under a second

@@ -17,6 +17,7 @@ from benchmark.files import readable, temporary_beside
 HEADER = ["wav_filename", "wav_filesize", "transcript"]
 WAV_HEADER_BYTES = 44
 BYTES_PER_SECOND = 16000 * 2  # 16 kHz mono 16-bit
+WINDOW_SAMPLES = 320          # one 20 ms analysis window at 16 kHz (benchmark/features.py): the shortest usable clip
 
 
 @dataclass(frozen=True)

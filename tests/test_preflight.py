@@ -193,3 +193,11 @@ def test_a_bad_row_exits_2_before_any_log_and_skipping_logs_the_count_in_a_compl
     compliance = subprocess.run([sys.executable, "-m", "benchmark.results.compliance", str(log_file)], cwd=ROOT,
                                 capture_output=True, text=True)
     assert compliance.returncode == 0 and "PASS" in compliance.stdout, compliance.stdout + compliance.stderr
+
+
+def test_the_speed_script_times_the_preflight_on_a_generated_manifest():
+    done = subprocess.run([sys.executable, "measure/preflight_speed.py", "--rows", "1500"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "built 1500 rows" in done.stdout and "preflight check_run: " in done.stdout
+    assert '"train_utterances": 1500' in done.stdout and "--check_only true: " in done.stdout

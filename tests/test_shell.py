@@ -393,6 +393,11 @@ def test_a_reused_result_index_fails_before_anything_is_written(launch, standin,
         assert "RESULT," not in result.stdout
         assert {p.name: p.read_bytes() for p in results.iterdir()} == before
         assert not standin["STANDIN_CALLS"].exists() and not (tmp_path / "runs").exists()
+    # RESUME=true appends to that log on purpose: the launcher lets it, and keeps config_1.sh as it was.
+    result = launch(dry=False, SYSTEM="CPU", RESULT_INDEX=1, RESUME="true", MODEL_DIR=tmp_path / "ckpt", **standin)
+    assert result.returncode == 0 and "kept the existing" in result.stderr, result.stderr
+    assert (results / "config_1.sh").read_bytes() == before["config_1.sh"]
+    assert (results / "result_1.txt").read_bytes().startswith(before["result_1.txt"])
     # An empty result_<n>.txt (another node of the same run made it) is used.
     result = launch(dry=False, SYSTEM="CPU", RESULT_INDEX=2, **standin)
     assert result.returncode == 0 and (results / "result_2.txt").stat().st_size > 0, result.stderr

@@ -8,9 +8,10 @@
 #   2. validates every variable (booleans exactly true/false, enumerations, numbers), naming a bad one;
 #   3. prepares the data if absent, outside the timed region: the synthetic corpus (DATASET=synthetic, or
 #      DATASET=auto without LibriSpeech manifests) or LibriSpeech, into DATA_DIR (default data/<dataset>);
-#   4. names the system after this machine (SYSTEM_NAME, e.g. CPU_AMD_EPYC_2c; the published results/CPU
-#      is another machine's) and, on its first run, writes results/<system>/system_desc.json, generated
-#      from the machine and checked by mlperf_logging (python -m benchmark.results.system_desc);
+#   4. names the system after this machine (SYSTEM_NAME, e.g. CPU_AMD_EPYC_family_26_model_2_2c; the
+#      published results/CPU is another machine's) and, on its first run, writes
+#      results/<system>/system_desc.json, generated from the machine and checked by mlperf_logging
+#      (python -m benchmark.results.system_desc);
 #   5. runs the training's preflight (python -m benchmark.train ... --check_only=true: flags, device, backend,
 #      every manifest row by its WAV header); a problem stops here with exit 2 and no result file;
 #   6. for each of NEXP runs: reserves results/<system>/result_<n>.txt (never overwritten, safe when runs

@@ -13,8 +13,10 @@ from benchmark.data.backends import BACKENDS, CHOICES as BACKEND_CHOICES
 from benchmark.optim import OPTIMIZERS
 
 
-# benchmark.model.RNN_IMPLS' names (this module imports no torch; tests/test_model.py checks they agree).
+# benchmark.model.RNN_IMPLS' and CONV_LAYOUTS' names (this module imports no torch; tests/test_model.py
+# checks they agree).
 RNN_IMPLS = ("padded", "packed", "streams")
+CONV_LAYOUTS = ("contiguous", "channels_last")
 
 
 class ConfigError(ValueError):
@@ -84,6 +86,9 @@ class TrainConfig:
     rnn_impl: str = _f("padded", "implementation of the recurrent stack, same maths (benchmark/model.py): padded "
                        "per-direction calls, packed bidirectional calls, or the two directions on two CUDA "
                        "streams (GPU only)", list(RNN_IMPLS))
+    conv_layout: str = _f("auto", "memory layout of the convolutions, same maths: channels_last (NHWC), contiguous "
+                          "(NCHW), or auto: channels_last on the CPU (its step ran faster, measure/conv_layout.py), "
+                          "contiguous on GPUs (not measured there)", ["auto", *CONV_LAYOUTS])
     process_group: str = _f("auto", "when to join a torch.distributed process group (nccl on GPU, gloo on CPU) and "
                             "train under DistributedDataParallel: auto, when torchrun starts more than one "
                             "process; always, for one process too (a one-GPU run then all-reduces its gradients "

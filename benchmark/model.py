@@ -129,6 +129,10 @@ def run_two_streams(layers, x, lengths):
 # --rnn_impl: name -> (layers, x [T, B, F] padded, lengths [B]) -> [T, B, 2H]; values within each length.
 RNN_IMPLS = {"padded": run_padded, "packed": run_packed, "streams": run_two_streams}
 CUDA_ONLY_RNN_IMPLS = ("streams",)
+# Memory layouts of the convolutions' activations and weights (--conv_layout), same maths. NHWC lets
+# oneDNN pick direct kernels for the 21x11 convolution at few channels: its weight gradient was the
+# slowest part of the CPU step in NCHW (measure/conv_layout.py).
+CONV_LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
 @dataclass(frozen=True)
@@ -145,8 +149,8 @@ class ModelArgs:
 
 class DeepSpeech2(nn.Module):
     @classmethod
-    def from_args(cls, args, rnn_impl="padded"):
-        return cls(**asdict(args), rnn_impl=rnn_impl)
+    def from_args(cls, args, rnn_impl="padded", conv_layout="contiguous"):
+        return cls(**asdict(args), rnn_impl=rnn_impl, conv_layout=conv_layout)
 
     @staticmethod
     def conv_strides(time_stride):
@@ -156,10 +160,13 @@ class DeepSpeech2(nn.Module):
         return (2, 2), (2, time_stride // 2)
 
     def __init__(self, num_features=161, num_classes=NUM_CLASSES, conv_channels=32, time_stride=2,
-                 rnn_type="lstm", rnn_hidden_size=800, rnn_layers=5, rnn_impl="padded"):
+                 rnn_type="lstm", rnn_hidden_size=800, rnn_layers=5, rnn_impl="padded", conv_layout="contiguous"):
         super().__init__()
         if rnn_impl not in RNN_IMPLS:
             raise ValueError(f"rnn_impl must be one of {', '.join(RNN_IMPLS)}, got {rnn_impl!r}")
+        if conv_layout not in CONV_LAYOUTS:
+            raise ValueError(f"conv_layout must be one of {', '.join(CONV_LAYOUTS)}, got {conv_layout!r}")
+        self.conv_memory_format = CONV_LAYOUTS[conv_layout]
         self.strides = self.conv_strides(time_stride)
         self.rnn_impl = rnn_impl
         self.conv1 = nn.Sequential(
@@ -174,6 +181,8 @@ class DeepSpeech2(nn.Module):
         sizes = [freq * conv_channels] + [2 * rnn_hidden_size] * rnn_layers
         self.rnns = nn.ModuleList(BidirectionalLayer(sizes[i], rnn_hidden_size, rnn_type) for i in range(rnn_layers))
         self.fc = nn.Sequential(nn.LayerNorm(2 * rnn_hidden_size), nn.Linear(2 * rnn_hidden_size, num_classes))
+        self.conv1.to(memory_format=self.conv_memory_format)   # only the 4-D conv weights change layout
+        self.conv2.to(memory_format=self.conv_memory_format)
 
     def output_lengths(self, lengths):
         for kernel, stride, padding in zip((CONV1_KERNEL, CONV2_KERNEL), self.strides, CONV_PADDING):
@@ -188,7 +197,7 @@ class DeepSpeech2(nn.Module):
 
     def forward(self, features, lengths):
         """features [B, F, T], lengths [B] -> logits [T', B, classes], output lengths [B]."""
-        x = features.unsqueeze(1)
+        x = features.unsqueeze(1).contiguous(memory_format=self.conv_memory_format)
         for conv, kernel, stride, padding in zip((self.conv1, self.conv2), (CONV1_KERNEL, CONV2_KERNEL),
                                                   self.strides, CONV_PADDING):
             lengths = conv_output_length(lengths, kernel[1], stride[1], padding[1])

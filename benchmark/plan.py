@@ -48,11 +48,12 @@ class RunPlan:
     train_samples: int = None     # utterances per epoch over all ranks
     total_steps: int = None       # optimizer steps the learning-rate schedule spans
     model_args: ModelArgs = None
+    conv_layout: str = "contiguous"   # --conv_layout resolved for this device
 
     # ------------------------------------------------------------------------------------ builders
     def build_model(self):
         torch.manual_seed(self.config.seed)   # same initial weights on every rank (DDP also broadcasts them)
-        return DeepSpeech2.from_args(self.model_args, self.config.rnn_impl).to(self.device)
+        return DeepSpeech2.from_args(self.model_args, self.config.rnn_impl, self.conv_layout).to(self.device)
 
     def wrap_for_training(self, model):
         """DistributedDataParallel over the process group when there is one, else the model itself."""
@@ -137,5 +138,7 @@ def make_plan(config, ctx=DistContext(), num_train_utterances=None):
                               "(--batch_size x processes)")
         total = optim.schedule_steps(config, steps)
     model_args = ModelArgs(num_features=spec.num_features, **{name: getattr(config, name) for name in MODEL_ARG_FLAGS})
+    conv_layout = config.conv_layout if config.conv_layout != "auto" else (
+        "channels_last" if device.type == "cpu" else "contiguous")   # GPUs: NCHW until measured there
     return RunPlan(config, ctx, device, backend, threads, workers, spec, AUTOCAST_DTYPES[config.amp],
-                   global_batch, steps, samples, total, model_args)
+                   global_batch, steps, samples, total, model_args, conv_layout)

@@ -156,7 +156,7 @@ def parity(config, impls, amps, device, batch):
         for impl in ["padded"] + [i for i in impls if i != "padded"]:
             plan = make_plan(replace(config, amp=amp, rnn_impl=impl if impl not in CUDA_ONLY_RNN_IMPLS else "padded"))
             torch.manual_seed(config.seed)
-            model = DeepSpeech2.from_args(plan.model_args, impl).to(device)   # streams: its own path, also on CPU
+            model = DeepSpeech2.from_args(plan.model_args, impl, plan.conv_layout).to(device)   # streams: its own path, also on CPU
             with plan.autocast():
                 logits, lengths = model(batch.features, batch.feature_lengths)
             ctc_loss(logits, lengths, batch).backward()

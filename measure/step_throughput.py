@@ -1,11 +1,12 @@
 """Training-step throughput on the CPU, in one run: fp32 vs bf16 autocast, 1 vs 2 processes (DDP, gloo),
-recurrent implementations (--rnn_impl), and the achieved FLOP/s as a fraction of this machine's measured
+recurrent implementations (--rnn_impl), convolution memory layouts (--conv_layout), and the achieved FLOP/s as a fraction of this machine's measured
 matmul peak.
 
 Usage:
   nice -n 10 python measure/step_throughput.py                 # config_CPU.sh's model, batch and optimizer
   python measure/step_throughput.py --steps 6 --batch_size 32 --seconds 8 --amps off,bf16 --procs 1,2
   python measure/step_throughput.py --amps off --procs 2 --rnn_impls padded,packed   # implementations, same run
+  python measure/step_throughput.py --amps off,bf16 --procs 2 --conv_layouts contiguous,channels_last --repeats 3
   python measure/step_throughput.py --help
 
 What is timed: benchmark.trainer.Trainer.train_step, the training step of benchmark.train (forward with
@@ -22,6 +23,7 @@ processes; shared machines make every figure noisy: run it nice'd, compare ratio
 """
 import argparse
 from dataclasses import replace
+import itertools
 import json
 import os
 from pathlib import Path
@@ -38,7 +40,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
-from benchmark.config import RNN_IMPLS, parse_config  # noqa: E402
+from benchmark.config import CONV_LAYOUTS, RNN_IMPLS, parse_config  # noqa: E402
 from benchmark.data.batch import Batch  # noqa: E402
 from benchmark.distributed import DistContext  # noqa: E402
 from benchmark.flops import StepCosts, matmul_peak  # noqa: E402
@@ -72,6 +74,8 @@ def parse_args(argv=None):
     parser.add_argument("--cores", type=int, default=os.cpu_count(), help="cores shared by the processes")
     parser.add_argument("--rnn_impls", default=cpu.rnn_impl,
                         help=f"recurrent implementations to compare (--rnn_impl: {'|'.join(RNN_IMPLS)})")
+    parser.add_argument("--conv_layouts", default=cpu.conv_layout,
+                        help=f"convolution memory layouts to compare (--conv_layout: auto|{'|'.join(CONV_LAYOUTS)})")
     for name in MODEL_FLAGS:
         parser.add_argument(f"--{name}", type=type(getattr(cpu, name)), default=getattr(cpu, name),
                             help="model flag as in benchmark.train (config_CPU.sh's)")
@@ -80,9 +84,12 @@ def parse_args(argv=None):
     args.amps = args.amps.split(",")
     args.procs = [int(p) for p in args.procs.split(",")]
     args.rnn_impls = list(dict.fromkeys(args.rnn_impls.split(",")))
-    for impl in args.rnn_impls:
-        if impl not in RNN_IMPLS:
-            parser.error(f"--rnn_impls: {impl!r} is not one of {','.join(RNN_IMPLS)}")
+    args.conv_layouts = list(dict.fromkeys(args.conv_layouts.split(",")))
+    for flag, values, choices in (("--rnn_impls", args.rnn_impls, RNN_IMPLS),
+                                  ("--conv_layouts", args.conv_layouts, ("auto", *CONV_LAYOUTS))):
+        for value in values:
+            if value not in choices:
+                parser.error(f"{flag}: {value!r} is not one of {','.join(choices)}")
     for amp in args.amps:
         if amp not in AUTOCAST_DTYPES or amp == "fp16":
             parser.error(f"--amps: {amp!r} is not one of off,bf16 (fp16 is a GPU mode)")
@@ -93,11 +100,12 @@ def parse_args(argv=None):
     return args
 
 
-def step_plan(args, amp="off", rank=0, world_size=1, rnn_impl="padded"):
+def step_plan(args, amp="off", rank=0, world_size=1, rnn_impl="padded", conv_layout="auto"):
     """The run plan of one process: config_CPU.sh's recipe with this script's model, batch and amp flags,
     on the CPU, with this process's share of --cores; the schedule spans the steps this script takes."""
     config = replace(args.recipe, **{name: getattr(args, name) for name in MODEL_FLAGS}, batch_size=args.batch_size,
-                     amp=amp, num_gpus=0, num_threads=max(1, args.cores // world_size), rnn_impl=rnn_impl)
+                     amp=amp, num_gpus=0, num_threads=max(1, args.cores // world_size), rnn_impl=rnn_impl,
+                     conv_layout=conv_layout)
     utterances = world_size * args.batch_size * (args.warmup + args.steps)
     return make_plan(config, DistContext(rank, rank, world_size, world_size), num_train_utterances=utterances)
 
@@ -125,10 +133,10 @@ def step_flops(args):
     return float(useful)
 
 
-def worker(rank, args, amp, world_size, rnn_impl, port, result_file):
+def worker(rank, args, amp, world_size, rnn_impl, conv_layout, port, result_file):
     if world_size > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
-    plan = step_plan(args, amp, rank, world_size, rnn_impl)
+    plan = step_plan(args, amp, rank, world_size, rnn_impl, conv_layout)
     torch.set_num_threads(plan.threads)
     trainer = Trainer(plan)
     batch = random_batch(args, plan.feature_spec, seed=rank)
@@ -155,10 +163,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def measure(args, amp, world_size, rnn_impl):
+def measure(args, amp, world_size, rnn_impl, conv_layout):
     with tempfile.TemporaryDirectory() as folder:
         result_file = os.path.join(folder, "result.json")
-        mp.start_processes(worker, args=(args, amp, world_size, rnn_impl, free_port(), result_file),
+        mp.start_processes(worker, args=(args, amp, world_size, rnn_impl, conv_layout, free_port(), result_file),
                            nprocs=world_size, start_method="spawn")
         return json.loads(Path(result_file).read_text())
 
@@ -179,36 +187,36 @@ def main(argv=None):
     flops = step_flops(args)
     mean_seconds = float(utterance_frames(args).double().mean()) / FRAMES_PER_SECOND
     print(f"model FLOPs per step and process: {flops / 1e9:.1f} GFLOP (forward + backward)", flush=True)
-    print(f"{'amp':5s} {'procs':>5s} {'rnn_impl':>8s} {'thr/proc':>8s} {'s/step':>7s} {'utt/s':>7s} "
-          f"{'audio s/s':>9s} {'GFLOP/s':>8s} {'of peak':>7s}", flush=True)
-    measured = {}   # (amp, procs, rnn_impl) -> utterances/s of each round
+    print(f"{'amp':5s} {'procs':>5s} {'rnn_impl':>8s} {'conv_layout':>13s} {'thr/proc':>8s} {'s/step':>7s} "
+          f"{'utt/s':>7s} {'audio s/s':>9s} {'GFLOP/s':>8s} {'of peak':>7s}", flush=True)
+    dimensions = {"amp": args.amps, "procs": args.procs, "rnn_impl": args.rnn_impls, "conv_layout": args.conv_layouts}
+    measured = {}   # (amp, procs, rnn_impl, conv_layout) -> utterances/s of each round
     for _ in range(args.repeats):
-        for amp in args.amps:
-            for procs in args.procs:
-                for impl in args.rnn_impls:
-                    result = measure(args, amp, procs, impl)
-                    seconds = result["seconds_per_step"]
-                    utterances = procs * args.batch_size / seconds
-                    achieved = procs * flops / seconds
-                    measured.setdefault((amp, procs, impl), []).append(utterances)
-                    print(f"{amp:5s} {procs:5d} {impl:>8s} {result['threads']:8d} {seconds:7.3f} {utterances:7.2f} "
-                          f"{utterances * mean_seconds:9.1f} {achieved / 1e9:8.1f} "
-                          f"{100 * achieved / peaks[amp]:6.1f}%", flush=True)
-    rates = {key: statistics.median(values) for key, values in measured.items()}
-    base_amp, base_procs, base_impl = args.amps[0], args.procs[0], args.rnn_impls[0]
-    for amp in args.amps[1:]:
-        for procs in args.procs:
-            print(f"{amp} / {base_amp} at {procs} process(es), {base_impl}: "
-                  f"{rates[amp, procs, base_impl] / rates[base_amp, procs, base_impl]:.2f}x")
-    for procs in args.procs[1:]:
-        for amp in args.amps:
-            print(f"{procs} / {base_procs} process(es) with amp {amp}, {base_impl}: "
-                  f"{rates[amp, procs, base_impl] / rates[amp, base_procs, base_impl]:.2f}x")
-    for impl in args.rnn_impls[1:]:
-        for amp in args.amps:
-            for procs in args.procs:
-                print(f"{impl} / {base_impl} with amp {amp} at {procs} process(es): "
-                      f"{rates[amp, procs, impl] / rates[amp, procs, base_impl]:.2f}x")
+        for amp, procs, impl, layout in itertools.product(*dimensions.values()):
+            result = measure(args, amp, procs, impl, layout)
+            seconds = result["seconds_per_step"]
+            utterances = procs * args.batch_size / seconds
+            achieved = procs * flops / seconds
+            measured.setdefault((amp, procs, impl, layout), []).append(utterances)
+            print(f"{amp:5s} {procs:5d} {impl:>8s} {layout:>13s} {result['threads']:8d} {seconds:7.3f} "
+                  f"{utterances:7.2f} {utterances * mean_seconds:9.1f} {achieved / 1e9:8.1f} "
+                  f"{100 * achieved / peaks[amp]:6.1f}%", flush=True)
+    print_ratios(dimensions, {key: statistics.median(values) for key, values in measured.items()})
+
+
+def print_ratios(dimensions, rates):
+    """Each value of a dimension against its first value, at every combination of the others' values."""
+    names = list(dimensions)
+    for axis, name in enumerate(names):
+        base, *others = dimensions[name]
+        rest = [dimensions[n] for n in names if n != name]
+        for value in others:
+            for fixed in itertools.product(*rest):
+                key, base_key = list(fixed), list(fixed)
+                key.insert(axis, value)
+                base_key.insert(axis, base)
+                where = ", ".join(f"{n} {v}" for n, v in zip((n for n in names if n != name), fixed))
+                print(f"{name} {value} / {base}, {where}: {rates[tuple(key)] / rates[tuple(base_key)]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -76,6 +76,7 @@ def test_fused_lstm_equals_lstmcell_loop_with_padding():
 def test_config_offers_exactly_the_models_recurrent_implementations():
     from benchmark import config, model
     assert config.RNN_IMPLS == tuple(model.RNN_IMPLS)
+    assert config.CONV_LAYOUTS == tuple(model.CONV_LAYOUTS)
 
 
 @pytest.mark.parametrize("rnn_type", ["lstm", "gru"])
@@ -84,23 +85,36 @@ def test_recurrent_implementations_match_the_padded_one_in_outputs_and_gradients
     """Same parameters, same batch (unsorted lengths, train mode): outputs within each utterance's length and
     every gradient equal to the padded implementation's. `streams` runs its own code path here, on one stream
     (no CUDA); its two-stream overlap needs a GPU (measure/gpu_step_benchmark.py checks its parity there)."""
-    results = {}
-    for name in ("padded", impl):
+    assert_same_outputs_and_gradients(dict(rnn_type=rnn_type, rnn_impl="padded"), dict(rnn_type=rnn_type, rnn_impl=impl))
+
+
+def test_channels_last_convolutions_match_contiguous_ones_in_outputs_and_gradients():
+    assert_same_outputs_and_gradients(dict(conv_layout="contiguous"), dict(conv_layout="channels_last"))
+    model = DeepSpeech2(num_features=40, conv_channels=4, conv_layout="channels_last")
+    assert model.conv2[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not model.conv2[0].weight.is_contiguous()
+
+
+def assert_same_outputs_and_gradients(flags, other_flags):
+    """Two models of the same parameters on the same batch (unsorted lengths, train mode): outputs within
+    each utterance's length, the input gradient and every parameter gradient equal up to float rounding."""
+    results = []
+    for model_flags in (flags, other_flags):
         torch.manual_seed(0)
-        model = DeepSpeech2(num_features=40, conv_channels=4, rnn_type=rnn_type, rnn_hidden_size=16, rnn_layers=3,
-                            rnn_impl=name)
+        model = DeepSpeech2(num_features=40, conv_channels=4, rnn_hidden_size=16, rnn_layers=3, **model_flags)
         x, lengths = padded_batch([120, 31, 77, 120])
         x.requires_grad_(True)
         logits, out_lengths = model(x, lengths)
         valid = (torch.arange(logits.shape[0]).unsqueeze(1) < out_lengths).unsqueeze(2)
         weights = torch.randn(logits.shape, generator=torch.Generator().manual_seed(1))
         (logits * weights * valid).sum().backward()
-        results[name] = (logits.detach() * valid, x.grad, {n: p.grad for n, p in model.named_parameters()})
-    (out, x_grad, grads), (other_out, other_x_grad, other_grads) = results["padded"], results[impl]
+        results.append((logits.detach() * valid, x.grad, {n: p.grad for n, p in model.named_parameters()}))
+    (out, x_grad, grads), (other_out, other_x_grad, other_grads) = results
     assert other_grads.keys() == grads.keys()   # one parameter layout: checkpoints fit every implementation
     for name, expected, got in [("logits", out, other_out), ("input gradient", x_grad, other_x_grad),
                                 *((n, grads[n], other_grads[n]) for n in grads)]:
-        # float rounding only: summation orders differ (oneDNN's fused sequence kernel against packed steps)
+        # float rounding only: summation orders differ (oneDNN's fused sequence kernel against packed steps,
+        # NHWC against NCHW convolution kernels)
         assert (got - expected).abs().max() <= 1e-5 * expected.abs().max(), name
 
 

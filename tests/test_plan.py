@@ -30,6 +30,8 @@ def test_plan_derives_batch_epoch_and_schedule_from_config_and_context():
     single = make_plan(config(batch_size=8, schedule_epochs=5), num_train_utterances=101)
     assert (single.steps_per_epoch, single.train_samples, single.total_steps) == (13, 101, 65)
     assert make_plan(config(amp="bf16")).autocast_dtype == torch.bfloat16
+    assert make_plan(config()).conv_layout == "channels_last"   # auto on the CPU
+    assert make_plan(config(conv_layout="contiguous")).build_model().conv1[0].weight.is_contiguous()
     assert make_plan(config(), num_train_utterances=None).steps_per_epoch is None   # --eval_only
 
 

@@ -1,5 +1,6 @@
 """benchmark.results.system_desc (one system per machine) and benchmark.results.package (the official layout)."""
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,9 @@ def test_the_description_is_generated_from_this_machine_and_passes_the_official_
     desc = system_desc.describe()
     assert len(desc) == FIELDS_OF_THE_CHECKER and all(isinstance(v, str) for v in desc.values())
     cpuinfo = Path("/proc/cpuinfo").read_text()
-    assert f"model name\t: {desc['host_processor_model_name']}" in cpuinfo
+    reported = re.search(r"^model name\s*: (.*)$", cpuinfo, re.M).group(1)
+    assert desc["host_processor_model_name"] in (reported, system_desc._processor_model(
+        reported, *(re.search(rf"^{field}\s*: (.*)$", cpuinfo, re.M).group(1) for field in ("cpu family", "model"))))
     assert desc["host_processor_vcpu_count"] == str(len(__import__("os").sched_getaffinity(0)))
     assert desc["host_memory_capacity"].endswith(" GiB") and desc["accelerators_per_node"] == "0"
     assert desc["framework"].startswith("PyTorch 2.13.0")
@@ -28,6 +31,19 @@ def test_the_description_is_generated_from_this_machine_and_passes_the_official_
     assert system_desc.write_description(folder, desc) == (True, [])
     assert json.loads((folder / "system_desc.json").read_text()) == desc
     assert (folder / "system_desc.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_generations_that_report_the_same_bare_name_are_different_systems():
+    # Seen here: a Zen 4 VM (family 25, model 17) and a Zen 5 VM (family 26, model 2), both "AMD EPYC".
+    zen4, zen5 = (system_desc._processor_model("AMD EPYC", family, model) for family, model in (("25", "17"), ("26", "2")))
+    assert (zen4, zen5) == ("AMD EPYC (family 25, model 17)", "AMD EPYC (family 26, model 2)")
+    assert system_desc._slug(zen4) != system_desc._slug(zen5)
+    assert system_desc._processor_model("Intel(R) Xeon(R) CPU @ 2.20GHz", "6", "85").endswith("(family 6, model 85)")
+    # A name that gives the model number already says which processor it is.
+    assert system_desc._processor_model("AMD EPYC 9654 96-Core Processor", "25", "17") == "AMD EPYC 9654 96-Core Processor"
+    base = system_desc.describe()
+    a, b = (dict(base, host_processor_model_name=name) for name in (zen4, zen5))
+    assert system_desc.differences(a, b) == [f"host_processor_model_name: {zen4!r} != {zen5!r}"]
 
 
 def test_the_checker_verdicts_the_published_description_and_bad_ones(tmp_path):

@@ -63,8 +63,20 @@ def _cpuinfo():
         if name == "physical id":
             sockets.add(value)
         fields.setdefault(name, value)
-    return (fields.get("model name") or platform.processor() or "unknown", max(len(sockets), 1),
+    model = _processor_model(fields.get("model name") or platform.processor() or "unknown",
+                             fields.get("cpu family"), fields.get("model"))
+    return (model, max(len(sockets), 1),
             fields.get("cpu cores"), fields.get("cache size"), fields.get("cpu MHz"), fields.get("flags", "").split())
+
+
+def _processor_model(name, family, model):
+    """The processor's name, with its CPUID family and model where the name gives no model number. Virtual
+    machines often report a bare "AMD EPYC" or "Intel(R) Xeon(R) CPU @ 2.20GHz" for several generations
+    (a Zen 4 and a Zen 5 VM both say "AMD EPYC", and train at different speeds and even WERs): without the
+    family and model they would be taken for one system and their runs mixed in one folder."""
+    if re.search(r"\d", _slug(name)) or family is None or model is None:
+        return name
+    return f"{name} (family {family}, model {model})"
 
 
 def _vcpus():

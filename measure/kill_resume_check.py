@@ -49,7 +49,8 @@ def start(cmd, log):
 
 
 def kill_at(process, moment):
-    """SIGKILL `process` `moment` seconds after now; False when it ended by itself first."""
+    """SIGKILL `process` `moment` seconds after now; False when it ended by itself first (then its
+    returncode says how)."""
     try:
         process.wait(timeout=moment)
         return False
@@ -82,26 +83,31 @@ def check_preparation(args, work, rng, log):
     expected = corpus_bytes(reference)
     print(f"preparation: uninterrupted {wall:.1f} s, sha256 "
           f"{json.loads(expected['fingerprint.json'])['sha256'][:16]}", flush=True)
-    kills, trials, same = 0, 0, []
+    kills, trials, same, failures = 0, 0, [], 0
     while kills < args.kills:
         trials += 1
         folder = work / f"corpus_trial{trials}"
         while True:
             moment = rng.uniform(0.2, wall)
-            if kills < args.kills and kill_at(start(prep(folder), log), moment):
+            process = start(prep(folder), log) if kills < args.kills else None
+            if process and kill_at(process, moment):
                 kills += 1
                 print(f"  prep kill {kills:2d} (trial {trials}) at {moment:5.2f} s: {corpus_state(folder)}", flush=True)
                 continue
-            if kills >= args.kills:   # the last kill landed: finish this trial uninterrupted
-                done = subprocess.run(prep(folder), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-                if done.returncode != 0:
-                    raise SystemExit(f"preparation of {folder} failed after the kills (see {log.name})")
+            if process is None:   # the last kill landed: finish this trial uninterrupted
+                process = subprocess.run(prep(folder), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            if process.returncode != 0:   # a re-run after a kill must not fail (e.g. a lock left behind)
+                failures += 1
+                print(f"  trial {trials}: the re-run FAILED with exit {process.returncode} (see {log.name})", flush=True)
+                same.append(False)
+                break
             equal = (folder / "fingerprint.json").is_file() and corpus_bytes(folder) == expected
             same.append(equal)
             print(f"  trial {trials} complete: manifests and fingerprint "
                   f"{'identical to' if equal else 'DIFFER from'} the uninterrupted preparation", flush=True)
             break
-    return reference, {"kills": kills, "trials": trials, "identical": all(same), "uninterrupted_s": round(wall, 1)}
+    return reference, {"kills": kills, "trials": trials, "identical": all(same), "failed_reruns": failures,
+                       "uninterrupted_s": round(wall, 1)}
 
 
 def wers_by_epoch(log_file, key=Key.EVAL_ACCURACY):

@@ -24,14 +24,15 @@ Bad input (decided here, used by both LibriSpeech and the synthetic corpus):
   written, so a later run does not take a header-only manifest for a prepared subset.
 - Failing to write output (full disk, quota, file size limit, permissions) is fatal: FatalDataError names the
   file and the cause; everything already converted stays and a re-run continues from there.
-- One preparation per data folder at a time: `preparation_lock(DIR)` (an flock on DIR/.prepare.lock, held
-  until the process exits) makes a second one stop at once, saying which process holds the folder; so only
+- One preparation per data folder at a time: `preparation_lock(DIR)` (a POSIX lock on DIR/.prepare.lock,
+  held by the preparing process, not its workers, until it exits) makes a second one stop at once, saying which process holds the folder; so only
   a killed run's temporaries are ever removed as stale. Manifests, problem lists and JSON are written
   through unique temporary names (benchmark/files.py), readable by others (0666 less the umask).
 """
 from collections import Counter
 import contextlib
 from dataclasses import dataclass
+import errno
 import fcntl
 import multiprocessing
 import os
@@ -285,18 +286,23 @@ LOCK_NAME = ".prepare.lock"
 
 @contextlib.contextmanager
 def preparation_lock(data_dir):
-    """Hold DIR/.prepare.lock (flock) while preparing DIR; FatalDataError at once if another process holds it.
+    """Hold a lock on DIR/.prepare.lock while preparing DIR; FatalDataError at once if another process holds it.
 
-    The kernel drops the lock when its holder dies (kill -9 too), so a killed run never blocks the next.
+    A POSIX record lock (fcntl.lockf), not flock: it belongs to this process alone, so the conversion and
+    synthesis workers it forks do not hold it, and when this process dies (kill -9 too) the kernel drops it
+    even while orphaned workers finish their last file (their temporaries carry their pid, see _write_wav).
+    An flock would be shared with the forked workers and keep the folder locked until the last of them ended.
     """
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EACCES, errno.EAGAIN):
+                raise FatalDataError(f"{path}: cannot lock ({error.strerror})") from None
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
             raise FatalDataError(f"{data_dir}: another preparation (pid {holder}) is writing this folder; wait "
                                  "for it to finish (then this one has nothing to do), or use another --data_dir") from None
@@ -304,7 +310,7 @@ def preparation_lock(data_dir):
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
-        os.close(fd)
+        os.close(fd)   # this process's only descriptor of the file: closing it releases the lock
 
 
 def format_summary(csv_path, summary):

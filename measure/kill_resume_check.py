@@ -83,7 +83,7 @@ def check_preparation(args, work, rng, log):
     expected = corpus_bytes(reference)
     print(f"preparation: uninterrupted {wall:.1f} s, sha256 "
           f"{json.loads(expected['fingerprint.json'])['sha256'][:16]}", flush=True)
-    kills, trials, same, failures = 0, 0, [], 0
+    kills, trials, same, failures, external = 0, 0, [], 0, 0
     while kills < args.kills:
         trials += 1
         folder = work / f"corpus_trial{trials}"
@@ -96,6 +96,10 @@ def check_preparation(args, work, rng, log):
                 continue
             if process is None:   # the last kill landed: finish this trial uninterrupted
                 process = subprocess.run(prep(folder), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            if process.returncode == -signal.SIGTERM:   # not ours (see check_training): one more interruption
+                external += 1
+                print(f"  trial {trials}: the run was stopped by a SIGTERM from outside; re-running", flush=True)
+                continue
             if process.returncode != 0:   # a re-run after a kill must not fail (e.g. a lock left behind)
                 failures += 1
                 print(f"  trial {trials}: the re-run FAILED with exit {process.returncode} (see {log.name})", flush=True)
@@ -107,7 +111,7 @@ def check_preparation(args, work, rng, log):
                   f"{'identical to' if equal else 'DIFFER from'} the uninterrupted preparation", flush=True)
             break
     return reference, {"kills": kills, "trials": trials, "identical": all(same), "failed_reruns": failures,
-                       "uninterrupted_s": round(wall, 1)}
+                       "external_sigterms": external, "uninterrupted_s": round(wall, 1)}
 
 
 def wers_by_epoch(log_file, key=Key.EVAL_ACCURACY):
@@ -153,7 +157,7 @@ def check_training(args, work, corpus, rng, log):
                 continue
             if process.poll() is None:   # kills done: let this run finish
                 process.wait()
-            if process.returncode == 128 + signal.SIGTERM:
+            if process.returncode in (128 + signal.SIGTERM, -signal.SIGTERM):   # handled, or before the handler
                 # Not ours (we send SIGKILL only): another user's pkill on a shared machine. The run logged
                 # run_stop aborted and exited; it is one more interruption to resume from, so go on.
                 external += 1

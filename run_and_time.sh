@@ -12,12 +12,14 @@
 #      published results/CPU is another machine's) and, on its first run, writes
 #      results/<system>/system_desc.json, generated from the machine and checked by mlperf_logging
 #      (python -m benchmark.results.system_desc);
-#   5. for each of NEXP runs: reserves results/<system>/result_<n>.txt (never overwritten, safe when runs
+#   5. runs the training's preflight (python -m benchmark.train ... --check_only=true: flags, device, backend,
+#      every manifest row by its WAV header); a problem stops here with exit 2 and no result file;
+#   6. for each of NEXP runs: reserves results/<system>/result_<n>.txt (never overwritten, safe when runs
 #      start concurrently), writes the resolved configuration to results/<system>/config_<n>.sh, drops the
 #      page caches (best effort), launches `torchrun ... -m benchmark.train` with seed SEED_BASE+index and
 #      prints   RESULT,DEEPSPEECH2,<seed>,<seconds>,<user>,<start date>
 #      where seconds = run_stop - run_start of the run's MLPerf log (wall time if the log has no run_stop);
-#   6. with NEXP>1, prints the MLPerf score: python -m benchmark.results.report results/<system>.
+#   7. with NEXP>1, prints the MLPerf score: python -m benchmark.results.report results/<system>.
 # Exit status: the training's: 0 success, 3 aborted (target not reached; torchrun reports it as 1, the log's
 # run_stop status tells), 1 error; NEXP>1: the first failed run's, else 0. 2: a configuration error.
 #
@@ -29,6 +31,8 @@
 #   NEXP, SEED_BASE    number of runs (default 1) and the first run's seed (default $SEED, else 1)
 #   NPROC, NNODES      processes per node, nodes. NNODES>1 also needs RDZV_ENDPOINT=host:port and
 #                      RESULT_INDEX=<n>, identical on every node (run.sub does this on SLURM)
+#   RESULT_INDEX=<n>   use result_<n>.txt (runs n, n+1, ... with NEXP>1); one that holds a log: exit 2
+#                      before anything is written
 #   DATASET            auto|synthetic|librispeech; with DATA_DIR, TRAIN_SUBSETS, EVAL_SUBSETS (comma lists
 #                      of manifest names), SYNTH_HOURS, SYNTH_SEED
 #   TRAIN_DATA_DIR, EVAL_DATA_DIR   manifests of one's own (comma-separated CSVs), used as they are
@@ -66,6 +70,7 @@ fi
 
 first=${RESULT_INDEX:-$(ds2_next_free_result "$RESULTS_DIR/$SYSTEM_NAME")}
 ds2_configure_run 0 "$first"   # validates every training variable before anything is prepared or written
+ds2_check_result_index "$RESULTS_DIR/$SYSTEM_NAME" "$NEXP"   # a reused RESULT_INDEX: exit 2, nothing written
 
 if [ "$DRY" = true ]; then
   echo "# Resolved configuration: $CONFIG_FILE (python: $PYTHON), system $SYSTEM_NAME"
@@ -93,6 +98,8 @@ if [ "$DATA_READY" = false ] || { [ "$PREP_ALWAYS" = true ] && (( NNODES == 1 ))
   ds2_manifests_present "$DATA_DIR" "$TRAIN_SUBSETS,$EVAL_SUBSETS" ||
     ds2_fail "data preparation left no manifests $TRAIN_DATA_DIR,$EVAL_DATA_DIR"
 fi
+
+ds2_preflight   # every input checked before a result number is spent (exit 2, nothing reserved)
 
 status=0
 for ((i = 0; i < NEXP; i++)); do

@@ -93,6 +93,13 @@ class TrainConfig:
                             "train under DistributedDataParallel: auto, when torchrun starts more than one "
                             "process; always, for one process too (a one-GPU run then all-reduces its gradients "
                             "and WER counts over NCCL, as a multi-GPU run does)", ["auto", "always"])
+    # Preflight (benchmark/preflight.py)
+    skip_bad_utterances: bool = _f(False, "drop manifest rows the preflight finds bad (missing or non-16 kHz WAV, "
+                                   "shorter than one window, wrong wav_filesize, characters outside the alphabet), "
+                                   "print and count them and log the count (skipped_utterances), instead of "
+                                   "stopping with an error naming the row")
+    check_only: bool = _f(False, "check flags, device, backend and every manifest row (headers only), print a "
+                          "one-line summary and exit: 0 when the run could start, 2 when not; no log is written")
 
     def resolved_log_file(self):
         return self.log_file or os.path.join(self.output_dir, "mlperf_log.txt")
@@ -114,6 +121,9 @@ class TrainConfig:
         """Raise ValueError naming the flag for values no run can use; manifests are checked by the loader."""
         def bad(flag, why):
             raise ValueError(f"--{flag}: {why}")
+        for f in fields(self):   # NaN passes every comparison below (nan < 0 is False): reject it first
+            if f.type is float and not math.isfinite(getattr(self, f.name)):
+                bad(f.name, f"must be a finite number, got {getattr(self, f.name)}")
         if not self.train_data_dir and not self.eval_only:
             bad("train_data_dir", "required (a manifest CSV)")
         if not self.eval_data_dir:
@@ -131,6 +141,11 @@ class TrainConfig:
         for name in ("weight_decay", "grad_clip_norm", "max_duration", "schedule_epochs"):
             if getattr(self, name) < 0:
                 bad(name, f"must not be negative, got {getattr(self, name)}")
+        if not 0.0 <= self.momentum < 1.0:
+            bad("momentum", f"must be in [0, 1), got {self.momentum}")
+        for name, low in (("num_workers", -1), ("num_threads", 0), ("log_every", 0), ("seed", 0)):
+            if getattr(self, name) < low:
+                bad(name, f"must be at least {low}, got {getattr(self, name)}")
         if self.num_gpus < -1:
             bad("num_gpus", f"must be -1 (all), 0 (CPU) or a count, got {self.num_gpus}")
         self.speed_range()

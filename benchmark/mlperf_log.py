@@ -8,7 +8,8 @@ statuses. A run logs, in this order:
   train_loss, data_wait_seconds, train_throughput, eval_start, eval_accuracy (WER as a fraction),
   eval_stop], then nonfinite_steps_skipped and run_stop (metadata status); a resumed run adds `resume`
   after init_start.
-  `machine` (between init_start and init_stop) records the machine the run ran on.
+  `machine` (between init_start and init_stop) records the machine the run ran on; with
+  --skip_bad_utterances, `skipped_utterances` (there too) counts the manifest rows the preflight dropped.
 The log file is the run's result file (results/<system>/result_<n>.txt), never next to the source.
 
 Which run_start and run_stop count: `timed_region(records)`, the one rule every reader uses (report, RESULT
@@ -82,6 +83,9 @@ class Key:
     OPT_LR_SCHEDULE = "opt_lr_schedule"
     OPT_MOMENTUM = "opt_momentum"
     MACHINE = "machine"                         # the machine's identity (benchmark.results.system_desc)
+    # --skip_bad_utterances: rows the preflight dropped (benchmark/preflight.py); value the total,
+    # metadata {"train": n, "eval": n}
+    SKIPPED_UTTERANCES = "skipped_utterances"
     # read in other benchmarks' logs
     TARGET_ACCURACY = "target_accuracy"
 

@@ -107,6 +107,10 @@ def available_cores():
 
 def make_plan(config, ctx=DistContext(), num_train_utterances=None):
     """The plan of `config` for the process `ctx` describes; raises ConfigError for what cannot run here."""
+    if config.num_gpus > 0 and torch.cuda.device_count() < config.num_gpus:
+        # Asked for GPUs this machine lacks: training on the CPU instead would be another system's result.
+        raise ConfigError(f"--num_gpus {config.num_gpus}: torch sees {torch.cuda.device_count()} CUDA device(s) "
+                          "here; use --num_gpus 0 for a CPU run (or -1: all visible GPUs, the CPU without one)")
     device = torch.device("cuda", ctx.local_rank) if uses_cuda(config) else torch.device("cpu")
     try:
         backend = resolve_backend(config.data_backend, device)

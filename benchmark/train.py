@@ -12,7 +12,14 @@ Usage:
       -m benchmark.train ...
   # WER of the latest checkpoint (any number of processes; no MLPerf log)
   python -m benchmark.train --eval_only true --model_dir runs/try1/ckpt --train_data_dir ... --eval_data_dir ...
+  # check flags, device, backend and every manifest row (headers only) and exit 0/2, writing nothing
+  python -m benchmark.train --train_data_dir ... --eval_data_dir ... --check_only true
   python -m benchmark.train --help        # every flag, with its default
+
+Before init_start: the configuration is validated, the preflight (benchmark/preflight.py) checks every
+manifest row by its WAV header and the transcripts, and the run plan checks backend and device; any
+problem stops with exit status 2 naming the flag or the manifest line, and no log file is created (a
+result number is not used up). --skip_bad_utterances true drops bad rows instead and logs their count.
 
 Timeline (MLPerf): init_start -> build data, model, optimizer -> init_stop -> run_start -> epochs of
 [epoch_start, steps, epoch_stop, eval_start, eval_accuracy (WER), eval_stop] -> run_stop with status
@@ -39,12 +46,13 @@ import torch
 
 from benchmark import checkpoint, distributed
 from benchmark.config import ConfigError, parse_config
-from benchmark.data.manifest import ManifestError, filter_by_duration, read_manifests
+from benchmark.data.manifest import ManifestError
 from benchmark.faults import FaultInjector
 from benchmark.flops import measure_matmul_peak
 from benchmark.mlperf_log import Key, MLPerfLogger, Status
 from benchmark.optim import optimizer_hyperparameters
 from benchmark.plan import MODEL_FLAGS, make_plan
+from benchmark.preflight import check_run
 from benchmark.results import system_desc
 from benchmark.trainer import Evaluator, NonFiniteError, Trainer, wer_of
 
@@ -54,7 +62,7 @@ EXIT_ABORTED, EXIT_BAD_CONFIG, EXIT_TERMINATED = 3, 2, 128 + signal.SIGTERM
 RESUME_MAY_DIFFER = frozenset({"train_data_dir", "eval_data_dir", "data_backend", "num_workers", "num_gpus",
                                "num_threads", "eval_batch_size", "target_wer", "max_nonfinite_steps",
                                "dist_timeout", "model_dir", "output_dir", "log_file", "resume", "eval_only",
-                               "system", "log_every"})
+                               "system", "log_every", "check_only", "skip_bad_utterances"})
 
 
 class Terminated(BaseException):
@@ -103,7 +111,7 @@ def load_latest(config, ctx):
     return distributed.broadcast_object(found)
 
 
-def log_header(log, plan, eval_samples):
+def log_header(log, plan, eval_samples, skipped=None):
     """The MLPerf events between init_start and init_stop: submission, hyperparameters, data, model."""
     config, ctx = plan.config, plan.ctx
     log.submission_info(org="ds2perf", platform=config.system)
@@ -114,6 +122,8 @@ def log_header(log, plan, eval_samples):
     log.event(Key.TARGET_WER, config.target_wer)
     log.event(Key.TRAIN_SAMPLES, plan.train_samples)
     log.event(Key.EVAL_SAMPLES, eval_samples)
+    if skipped is not None:   # --skip_bad_utterances: how many manifest rows the preflight dropped
+        log.event(Key.SKIPPED_UTTERANCES, sum(skipped.values()), metadata=skipped)
     if ctx.is_main:   # the machine this run ran on (rank 0's node; only rank 0 logs)
         accelerators = ctx.local_world_size if plan.device.type == "cuda" else 0
         log.event(Key.MACHINE, system_desc.identity(system_desc.describe(
@@ -142,7 +152,7 @@ def evaluate_only(config, ctx, eval_utts):
     return 0
 
 
-def train(plan, train_utts, eval_utts, faults, saved):
+def train(plan, train_utts, eval_utts, faults, saved, skipped=None):
     """init -> run_start -> epochs -> run_stop. Returns the exit status."""
     config, ctx = plan.config, plan.ctx
     log = MLPerfLogger(config.resolved_log_file(), rank=ctx.rank)
@@ -160,7 +170,7 @@ def train(plan, train_utts, eval_utts, faults, saved):
             trainer.load(state)
             print(f"resume: continuing after epoch {state['epoch']} from {path}", flush=True)
         log.event(Key.RESUME, {"checkpoint": path, "epoch": state["epoch"] if state else 0})
-    log_header(log, plan, len(eval_utts))
+    log_header(log, plan, len(eval_utts), skipped)
     log.end(Key.INIT_STOP)
     distributed.barrier()
     log.start(Key.RUN_START)
@@ -226,13 +236,18 @@ def run(config):
     try:
         faults = FaultInjector(ctx.rank)
         config.validate()   # again: run() may be called without parse_config
-        # Manifests are read and the plan is made before init_start: a missing or empty file, or a backend
-        # or device this machine lacks, fails here, naming it, and no log is written.
-        train_utts = [] if config.eval_only else read_manifests(config.train_data_dir)
-        eval_utts = read_manifests(config.eval_data_dir)
-        if config.max_duration:
-            train_utts = filter_by_duration(train_utts, config.max_duration)
+        # The preflight and the plan, before init_start: a bad manifest row, an empty evaluation set, a
+        # backend or device this machine lacks fails here, naming it, and no log file is created.
+        checked = check_run(config, report=print if ctx.is_main else lambda text: None)
+        train_utts, eval_utts = checked.train, checked.eval
         plan = make_plan(config, ctx, None if config.eval_only else len(train_utts))
+        if config.check_only:
+            if ctx.is_main:
+                print("PREFLIGHT " + json.dumps({
+                    "ok": True, "train_utterances": len(train_utts), "eval_utterances": len(eval_utts),
+                    "skipped": checked.skipped, "device": str(plan.device), "backend": plan.backend.name,
+                    "global_batch": plan.global_batch, "steps_per_epoch": plan.steps_per_epoch}), flush=True)
+            return 0
         if not config.eval_only and ctx.is_main:
             log_fd = claim_log_file(config)
     except (ConfigError, ManifestError, ValueError) as error:
@@ -247,7 +262,8 @@ def run(config):
             return evaluate_only(config, ctx, eval_utts)
         saved = load_latest(config, ctx) if config.resume else (None, None)
         check_resumable(saved, config, ctx)
-        return train(plan, train_utts, eval_utts, faults, saved)
+        return train(plan, train_utts, eval_utts, faults, saved,
+                     checked.skipped if config.skip_bad_utterances else None)
     except (ConfigError, checkpoint.CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_CONFIG

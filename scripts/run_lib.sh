@@ -7,6 +7,8 @@
 #   ds2_system_name      this machine -> SYSTEM_NAME, its results folder (one system per machine)
 #   ds2_resolve_data     DATASET/DATA_DIR -> manifest paths and the command that prepares them
 #   ds2_train_args       TrainConfig variables -> validated `--flag=value` list (scripts/train_flags.py)
+#   ds2_check_result_index  RESULT_INDEX=n over a result that holds a log: exit 2 before anything is written
+#   ds2_preflight        the training's own checks (flags, device, backend, every manifest row), no log
 #   ds2_reserve_result   atomically claims results/<system>/result_<n>.txt (never reused, never shared)
 #   ds2_write_resolved   the resolved configuration of one run, beside its result
 # Errors exit with status 2 and name the variable. Functions use the ds2_ prefix; variables they set are
@@ -240,6 +242,35 @@ ds2_reserve_result() {   # DIR [OFFSET]
   done
   ds2_fail "no free result number in $dir"
 }
+# RESULT_INDEX=n names the result files of runs n..n+COUNT-1; one that already holds a run's log is refused
+# (unless RESUME=true: the training then appends the resumed run to it, and config_<n>.sh is kept)
+# here, before config_<n>.sh, the system description or the data are touched (the training would refuse the
+# log anyway, but only after the launcher had overwritten config_<n>.sh and would print a RESULT line pairing
+# the new seed with the old run's time). An empty one is fine: another node of a multi-node run (same
+# RESULT_INDEX on every node) created it a moment ago, or an earlier launch that logged nothing left it.
+ds2_check_result_index() {   # DIR COUNT
+  [ -n "${RESULT_INDEX:-}" ] || return 0
+  [ "${RESUME:-false}" != true ] || return 0   # RESUME=true RESULT_INDEX=n appends to that log: its purpose
+  local n file
+  for ((n = 10#$RESULT_INDEX; n < 10#$RESULT_INDEX + $2; n++)); do
+    file=$1/result_$n.txt
+    if [ -s "$file" ]; then
+      ds2_fail "RESULT_INDEX=$RESULT_INDEX: $file already holds a run's log ($(wc -c < "$file") bytes); results" \
+        "are never overwritten: choose a free RESULT_INDEX, or leave it unset to take the next free number"
+    fi
+  done
+}
+
+# The training's preflight (benchmark/preflight.py via --check_only): flags, device and backend, every manifest
+# row by its WAV header, evaluation words, --max_duration; as one process that sees the run's world size, so the
+# plan (global batch, steps) is the real one. Runs before a result number is reserved: a bad input leaves no
+# result file. Extra words (e.g. an srun prefix) go before the command.
+ds2_preflight() {   # [PREFIX...]
+  WORLD_SIZE=$((NPROC * NNODES)) LOCAL_WORLD_SIZE=$NPROC RANK=0 LOCAL_RANK=0 \
+    "$@" "$PYTHON" -m benchmark.train "${TRAIN_ARGS[@]}" --check_only=true ||
+    ds2_fail "the preflight found a problem (above); nothing was reserved or written in $RESULTS_DIR"
+}
+
 ds2_next_free_result() {   # DIR: the n a reservation would get now (dry runs; claims nothing)
   local n=1
   while [ -e "$1/result_$n.txt" ]; do n=$((n + 1)); done
@@ -276,6 +307,8 @@ ds2_print_resolved() {   # KEY=value lines of every variable that is set, shell-
 }
 
 ds2_write_resolved() {   # FILE RESULT_FILE: resolved configuration beside the result, written atomically
+  # and never over an existing one (a resumed run's, or one another node of this run wrote): `ln` of the
+  # complete temporary file either creates FILE or fails, with no moment where FILE is partial or replaced.
   local file=$1 tmp="$1.tmp.$$"
   local SEED_BASE=$SEED NEXP=1   # this run's own values, so sourcing the file repeats exactly this run
   {
@@ -285,7 +318,12 @@ ds2_write_resolved() {   # FILE RESULT_FILE: resolved configuration beside the r
     echo "# This run again: (set -a; source $file; set +a; ./run_and_time.sh)"
     ds2_print_resolved
     echo "# launch: $(ds2_quote "${LAUNCH_CMD[@]}")"
-  } > "$tmp" && mv -f "$tmp" "$file"
+  } > "$tmp" || { rm -f "$tmp"; ds2_fail "cannot write $tmp"; }
+  if ! ln "$tmp" "$file" 2>/dev/null; then
+    [ -e "$file" ] || { rm -f "$tmp"; ds2_fail "cannot write $file"; }
+    ds2_note "kept the existing $file (resolved configurations are never overwritten)"
+  fi
+  rm -f "$tmp"
 }
 
 # MLPerf runs start from cold page caches. Needs root on the host (a container's /proc/sys is read-only):

@@ -249,26 +249,53 @@ def test_the_fallback_for_pythons_without_filters_extracts_plain_archives(tmp_pa
     assert not (tmp_path / "escaped.txt").exists()
 
 
+def wait_for(process, condition, timeout=60):
+    """True once condition() holds while process runs; False if it ends first. Polls every 10 ms, so a kill
+    lands in the stage it means to interrupt however slowly the process starts under load."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.01)
+    raise AssertionError(f"stage not reached within {timeout} s")
+
+
 def test_kill_9_at_several_points_then_rerun_gives_the_same_manifest(corpus, tarball, server, tmp_path):
+    """Before: kills at fixed delays, the first of which could land before the download had begun (a slow
+    interpreter start on a loaded machine), so the test sometimes interrupted nothing it meant to."""
     table = write_table(tmp_path / "table.csv", f"{SUBSET}.tar.gz", tarball)
     reference = tmp_path / "reference"
     librispeech.prepare(reference, [SUBSET], server.url, jobs=2,
                         archives=librispeech.read_archive_table(table), report=quiet)
-    server.chunk_delay = 0.05  # a slow transfer, so some kills land in the download
+    server.chunk_delay = 0.05  # a slow transfer (16 KiB per 50 ms), so the download can be caught
     data_dir = tmp_path / "data"
-    kills = 0
-    for delay in (0.8, 0.5, 0.5, 0.5, 0.5, 0.5):
+    part = data_dir / "archives" / f"{SUBSET}.tar.gz.part"
+    wav_count = lambda: sum(1 for _ in (data_dir / "wav").rglob("*.wav")) if (data_dir / "wav").is_dir() else 0
+    part_size = lambda: part.stat().st_size if part.is_file() else 0
+    seen = {}
+    stages = [  # (name, condition to kill at)
+        ("download", lambda: part_size() > 0),
+        ("resumed download", lambda: part_size() > seen["download"] + 16384),
+        ("conversion", lambda: wav_count() > 0),
+        ("conversion again", lambda: wav_count() > seen["conversion"]),
+    ]
+    killed = []
+    for name, condition in stages:
+        if name.startswith("conversion"):
+            server.chunk_delay = 0.0
         process = run_cli(data_dir, server, table)
-        time.sleep(delay)
-        if process.poll() is not None:
+        if not wait_for(process, condition):
+            finish(process)
             break
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
-        kills += 1
-    server.chunk_delay = 0.0
+        seen[name] = part_size() if "download" in name else wav_count()
+        killed.append(name)
     code, output = finish(run_cli(data_dir, server, table))
     assert code == 0, output
-    assert kills >= 2
+    assert killed[:3] == ["download", "resumed download", "conversion"], killed
     assert (data_dir / f"{SUBSET}.csv").read_bytes() == (reference / f"{SUBSET}.csv").read_bytes()
     assert any(r for _, r in server.requests), server.requests  # at least one resumed download
 

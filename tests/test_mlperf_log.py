@@ -49,3 +49,25 @@ def test_timed_region_is_the_one_rule_for_run_start_and_run_stop(tmp_path):
         "2 run_start records")
     assert region(("run_stop", 9, "success")).problems == ["no run_start"]
     assert "before run_start" in region(("run_start", 9, ""), ("run_stop", 1, "success")).problems[0]
+
+
+def test_no_reader_looks_up_run_stop_by_itself():
+    """Every reader of run_stop goes through timed_region. Before: the report took the first run_stop, the
+    RESULT line the last; measure/data_wait.py and scripts/container_check.sh looked it up by key themselves."""
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    pattern = re.compile(r"Key\.RUN_STOP|[\"']run_stop[\"']")
+    allowed = {"benchmark/mlperf_log.py",       # the rule itself
+               "benchmark/train.py",            # the writer
+               "benchmark/results/rules.py"}    # builds records for the official summarizer, reads none
+    found = []
+    for path in [*root.glob("benchmark/**/*.py"), *root.glob("measure/*.py"), *root.glob("scripts/*"),
+                 *root.glob("*.sh"), root / "run.sub"]:
+        name = str(path.relative_to(root))
+        if name in allowed or not path.is_file():
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if pattern.search(line) and not line.lstrip().startswith("#"):
+                found.append(f"{name}:{number}: {line.strip()}")
+    assert not found, found

@@ -271,11 +271,11 @@ exit "${STANDIN_EXIT:-0}"
 
 
 @pytest.fixture
-def standin(tmp_path):
+def standin(tmp_path, tiny_corpus):
+    """torchrun replaced; real manifests (the tiny corpus), which the launcher's preflight reads."""
     torchrun = fake_binary(tmp_path, "torchrun", STANDIN_TORCHRUN)
-    (tmp_path / "train.csv").write_text("wav_filename,wav_filesize,transcript\n")
-    return dict(TORCHRUN=torchrun, STANDIN_CALLS=tmp_path / "calls.txt", TRAIN_DATA_DIR=tmp_path / "train.csv",
-                EVAL_DATA_DIR=tmp_path / "train.csv")
+    return dict(TORCHRUN=torchrun, STANDIN_CALLS=tmp_path / "calls.txt", TRAIN_DATA_DIR=tiny_corpus / "train.csv",
+                EVAL_DATA_DIR=tiny_corpus / "dev.csv")
 
 
 def describe_folder(folder):
@@ -375,6 +375,56 @@ def test_a_failed_run_passes_its_status_on_and_an_empty_log_is_given_back(launch
     assert result.returncode == 1 and "removed the empty" in result.stderr
     assert re.search(r"^RESULT,DEEPSPEECH2,1,\d+\.\d{3},", result.stdout, re.M)   # wall time
     assert not (results / "result_3.txt").exists() and not (results / "config_3.sh").exists()
+
+
+def test_a_reused_result_index_fails_before_anything_is_written(launch, standin, tmp_path):
+    """Before: config_1.sh was overwritten with the new seed, the training refused the log (exit 3), and the
+    RESULT line paired the new seed with the old run's time."""
+    launch(dry=True)
+    results = tmp_path / "results" / machine_name(launch)
+    describe_folder(results)
+    (results / "result_1.txt").write_text(':::MLLOG {"key": "run_start", "time_ms": 0}\n'
+                                          ':::MLLOG {"key": "run_stop", "time_ms": 444000, "metadata": '
+                                          '{"status": "success"}}\n')
+    (results / "config_1.sh").write_text("SEED=1\n")
+    before = {p.name: p.read_bytes() for p in results.iterdir()}
+    for nexp in (1, 3):   # NEXP=3 from RESULT_INDEX=... would reach result_1.txt at its first run
+        result = launch(dry=False, SYSTEM="CPU", RESULT_INDEX=1, SEED_BASE=7, NEXP=nexp, **standin)
+        assert result.returncode == 2 and "RESULT_INDEX=1: " in result.stderr and "already holds" in result.stderr
+        assert "RESULT," not in result.stdout
+        assert {p.name: p.read_bytes() for p in results.iterdir()} == before
+        assert not standin["STANDIN_CALLS"].exists() and not (tmp_path / "runs").exists()
+    # RESUME=true appends to that log on purpose: the launcher lets it, and keeps config_1.sh as it was.
+    result = launch(dry=False, SYSTEM="CPU", RESULT_INDEX=1, RESUME="true", MODEL_DIR=tmp_path / "ckpt", **standin)
+    assert result.returncode == 0 and "kept the existing" in result.stderr, result.stderr
+    assert (results / "config_1.sh").read_bytes() == before["config_1.sh"]
+    assert (results / "result_1.txt").read_bytes().startswith(before["result_1.txt"])
+    # An empty result_<n>.txt (another node of the same run made it) is used.
+    result = launch(dry=False, SYSTEM="CPU", RESULT_INDEX=2, **standin)
+    assert result.returncode == 0 and (results / "result_2.txt").stat().st_size > 0, result.stderr
+
+
+@pytest.mark.parametrize("variables,message", [
+    ({"DATA_BACKEND": "dali_gpu"}, "--data_backend dali_gpu"),
+    ({"BAD_ROW": "1"}, "corpus/train.csv:5: "),
+])
+def test_a_bad_input_stops_the_launch_before_a_result_number_is_reserved(launch, standin, tmp_path, variables,
+                                                                          message):
+    """Before: the result number was reserved and the training stopped (exit 2, or after run_start for a bad
+    row: a half log that blocks the number); with RESULT_INDEX the empty file stayed behind."""
+    if variables.pop("BAD_ROW", None):
+        corpus = tmp_path / "corpus"
+        shutil.copytree(Path(standin["TRAIN_DATA_DIR"]).parent, corpus)
+        (corpus / "utt3.wav").unlink()
+        standin = dict(standin, TRAIN_DATA_DIR=corpus / "train.csv")
+    for extra in ({}, {"RESULT_INDEX": "4"}):
+        result = launch(dry=False, SYSTEM="CPU", **variables, **extra, **standin)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert variables or "utt3.wav: no such file" in result.stderr
+        assert "nothing was reserved or written" in result.stderr
+        assert not list((tmp_path / "results").glob("*/result_*.txt"))
+        assert not list((tmp_path / "results").glob("*/config_*.sh"))
+        assert not standin["STANDIN_CALLS"].exists()
 
 
 def test_mllog_seconds_reads_run_start_and_run_stop(tmp_path):

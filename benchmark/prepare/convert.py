@@ -18,11 +18,22 @@ Bad input (decided here, used by both LibriSpeech and the synthetic corpus):
 - Audio that is readable but not 16 kHz mono 16-bit (another rate, stereo, 24-bit) is converted like every
   file (sox resamples and averages channels), kept in the manifest, and counted as "normalized" in the
   summary, so it never passes silently.
+- Audio shorter than one 320-sample analysis window (20 ms) is left out as "too short": no feature frame
+  can be computed from it (the preflight would refuse it before training).
+- A subset that yields no usable utterance (every file bad, or an empty folder) is fatal: no manifest is
+  written, so a later run does not take a header-only manifest for a prepared subset.
 - Failing to write output (full disk, quota, file size limit, permissions) is fatal: FatalDataError names the
   file and the cause; everything already converted stays and a re-run continues from there.
+- One preparation per data folder at a time: `preparation_lock(DIR)` (a POSIX lock on DIR/.prepare.lock,
+  held by the preparing process, not its workers, until it exits) makes a second one stop at once, saying which process holds the folder; so only
+  a killed run's temporaries are ever removed as stale. Manifests, problem lists and JSON are written
+  through unique temporary names (benchmark/files.py), readable by others (0666 less the umask).
 """
 from collections import Counter
+import contextlib
 from dataclasses import dataclass
+import errno
+import fcntl
 import multiprocessing
 import os
 from pathlib import Path
@@ -33,7 +44,8 @@ import wave
 import soundfile
 from tqdm import tqdm
 
-from benchmark.data.manifest import Utterance, WAV_HEADER_BYTES, write_manifest
+from benchmark.data.manifest import Utterance, WAV_HEADER_BYTES, WINDOW_SAMPLES, write_manifest
+from benchmark.files import write_atomic
 from benchmark.text import invalid_chars
 
 SAMPLE_RATE = 16000
@@ -175,6 +187,9 @@ def convert_file(source, target):
     frames = len(result.stdout) // 2
     if frames == 0:
         return 0, Problem(str(source), "empty audio"), False
+    if frames < WINDOW_SAMPLES:
+        return 0, Problem(str(source), "too short", f"{frames} samples at 16 kHz, less than one "
+                                                    f"{WINDOW_SAMPLES}-sample analysis window"), False
     expected = info.frames * SAMPLE_RATE / info.samplerate
     if frames < expected - SAMPLE_RATE / 100:
         return 0, Problem(str(source), "truncated audio", f"decoded {frames} of {expected:.0f} samples"), False
@@ -242,6 +257,13 @@ def prepare_subset(source_dir, wav_dir, csv_path, jobs=None, desc="convert", rep
     problems.sort(key=str)
     utterances = [Utterance(item.target, size, item.transcript)
                   for item, size in zip(items, sizes) if size is not None]
+    if not utterances:
+        # A header-only manifest would pass for a prepared subset ("already prepared") and fail every run.
+        _write_problem_list(csv_path, problems, normalized)
+        counts = Counter(p.kind for p in problems)
+        found = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "no audio with a transcript"
+        raise FatalDataError(f"{source_dir}: no usable utterance ({found}); no manifest written"
+                             + (f" (see {csv_path.stem}.problems.txt)" if problems else ""))
     write_manifest(csv_path, utterances, relative_to=csv_path.parent)
     _write_problem_list(csv_path, problems, normalized)
     summary = Summary(utterances, problems, sorted(normalized, key=str), converted=len(todo))
@@ -256,9 +278,39 @@ def _write_problem_list(csv_path, problems, normalized):
     if not lines:
         path.unlink(missing_ok=True)
         return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, "\n".join(lines) + "\n")
+
+
+LOCK_NAME = ".prepare.lock"
+
+
+@contextlib.contextmanager
+def preparation_lock(data_dir):
+    """Hold a lock on DIR/.prepare.lock while preparing DIR; FatalDataError at once if another process holds it.
+
+    A POSIX record lock (fcntl.lockf), not flock: it belongs to this process alone, so the conversion and
+    synthesis workers it forks do not hold it, and when this process dies (kill -9 too) the kernel drops it
+    even while orphaned workers finish their last file (their temporaries carry their pid, see _write_wav).
+    An flock would be shared with the forked workers and keep the folder locked until the last of them ended.
+    """
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EACCES, errno.EAGAIN):
+                raise FatalDataError(f"{path}: cannot lock ({error.strerror})") from None
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise FatalDataError(f"{data_dir}: another preparation (pid {holder}) is writing this folder; wait "
+                                 "for it to finish (then this one has nothing to do), or use another --data_dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)   # this process's only descriptor of the file: closing it releases the lock
 
 
 def format_summary(csv_path, summary):

@@ -14,7 +14,9 @@ For each subset (default: all seven, the 960 training hours plus dev and test):
 Bad files are reported, counted and left out of the manifest (see benchmark/prepare/convert.py and
 DIR/<subset>.problems.txt); a fatal problem (md5 mismatch, truncated archive, full disk) stops with exit 1.
 
-Idempotent: a subset whose CSV exists is skipped, so a second run does nothing. Every step writes to a
+A subset that yields no usable utterance is fatal too (no manifest written). One preparation per DIR at a
+time (DIR/.prepare.lock): a second one stops at once with exit 1, naming the process that holds it.
+Idempotent: a subset whose CSV exists (with rows) is skipped, so a second run does nothing. Every step writes to a
 temporary name and renames, so after kill -9 at any point a re-run resumes and writes the same manifests.
 Disk: about 60 GB of archives (deleted as each subset is extracted with --remove_archives), 62 GB of FLAC
 and 110 GB of WAV for the default subsets.
@@ -26,7 +28,8 @@ import os
 from pathlib import Path
 import sys
 
-from benchmark.prepare.convert import FatalDataError, prepare_subset
+from benchmark.data.manifest import ManifestError, read_manifest
+from benchmark.prepare.convert import FatalDataError, prepare_subset, preparation_lock
 from benchmark.prepare.download import download, extract_tar
 
 DEFAULT_DATA_DIR = Path("/tmp/librispeech_data")  # as in the TensorFlow deep_speech tool
@@ -68,8 +71,13 @@ def read_archive_table(path):
         for line, row in enumerate(reader, start=2):
             try:
                 table[row["subset"]] = Archive(row["subset"], row["filename"], int(row["size"]), row["md5"].lower())
-            except (TypeError, ValueError):
+            except (TypeError, AttributeError, ValueError):
                 raise FatalDataError(f"{path}:{line}: expected subset,filename,size (an integer),md5") from None
+            name = row["filename"]
+            # The file name is joined to DIR/archives/ and the mirror's URL: a path would write elsewhere.
+            if not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
+                raise FatalDataError(f"{path}:{line}: filename {name!r} must be a plain file name (no '/', no "
+                                     "'..', not hidden): the archive is saved as DIR/archives/<filename>")
     return table
 
 
@@ -81,10 +89,33 @@ def prepare(data_dir, subsets=DEFAULT_SUBSETS, mirror=DEFAULT_MIRROR, jobs=None,
     unknown = [s for s in subsets if s not in archives]
     if unknown:
         raise FatalDataError(f"unknown subset(s) {', '.join(unknown)}; known: {', '.join(archives)}")
+    if all((data_dir / f"{s}.csv").is_file() and _prepared(data_dir / f"{s}.csv", report) for s in subsets):
+        for subset in subsets:   # manifests are written atomically: reading them needs no lock
+            report(f"{data_dir / f'{subset}.csv'}: already prepared, nothing to do")
+        return {subset: None for subset in subsets}
+    with preparation_lock(data_dir):   # one preparation per folder: a second one stops here, saying why
+        return _prepare_locked(data_dir, subsets, mirror, jobs, archives, remove_archives, report)
+
+
+def _prepared(csv_path, report):
+    """True when csv_path is a manifest with at least one row (an older version left header-only ones)."""
+    if not csv_path.is_file():
+        return False
+    try:
+        if read_manifest(csv_path):
+            return True
+    except ManifestError as error:
+        report(f"{csv_path}: unusable ({error}); preparing it again")
+        return False
+    report(f"{csv_path}: holds no utterance; preparing it again")
+    return False
+
+
+def _prepare_locked(data_dir, subsets, mirror, jobs, archives, remove_archives, report):
     summaries = {}
     for subset in subsets:
         csv_path = data_dir / f"{subset}.csv"
-        if csv_path.is_file():
+        if _prepared(csv_path, report):
             report(f"{csv_path}: already prepared, nothing to do")
             summaries[subset] = None
             continue

@@ -30,6 +30,7 @@ What is in it:
 
 Deterministic: the same --seed, --hours, --eval_hours, --speakers and the same espeak-ng and sox versions
 give byte-identical audio and manifests (the fingerprint says so); --jobs does not change the output.
+One synthesis per DIR at a time (DIR/.prepare.lock; a second one stops at once, exit 1).
 Idempotent: a complete corpus is not touched again; a killed run resumes (each FLAC and WAV is written to a
 temporary name and renamed, existing files are kept). A DIR made with other arguments is refused.
 """
@@ -50,7 +51,8 @@ import soundfile
 from tqdm import tqdm
 
 from benchmark.prepare import prose
-from benchmark.prepare.convert import FatalDataError, prepare_subset
+from benchmark.files import write_atomic
+from benchmark.prepare.convert import FatalDataError, prepare_subset, preparation_lock
 
 SUBSETS = ("train", "dev", "test")
 VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
@@ -206,9 +208,7 @@ def write_transcripts(plan, data_dir):
         text = "\n".join(lines) + "\n"
         if path.is_file() and path.read_text() == text:
             continue
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_atomic(path, text)
 
 
 def tool_versions():
@@ -238,9 +238,15 @@ def fingerprint(data_dir, corpus_args, versions):
 
 
 def _write_json(path, value):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def _complete(data_dir, corpus_args):
+    """The fingerprint of a complete corpus made with corpus_args in data_dir, else None."""
+    args_path, fingerprint_path = data_dir / "corpus_args.json", data_dir / "fingerprint.json"
+    if args_path.is_file() and fingerprint_path.is_file() and json.loads(args_path.read_text()) == corpus_args:
+        return json.loads(fingerprint_path.read_text())
+    return None
 
 
 def build(data_dir, hours=12.0, eval_hours=0.5, speakers=40, seed=1, jobs=None, report=print):
@@ -248,7 +254,17 @@ def build(data_dir, hours=12.0, eval_hours=0.5, speakers=40, seed=1, jobs=None, 
     data_dir = Path(data_dir)
     corpus_args = {"hours": hours, "eval_hours": eval_hours, "speakers": speakers, "seed": seed}
     versions = tool_versions()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    done = _complete(data_dir, corpus_args)
+    if done:   # fingerprint.json is written last and atomically: a complete corpus needs no lock to be read
+        report(f"{data_dir}: corpus already complete ({done['sha256'][:16]}), nothing to do")
+        return done
+    # One preparation per folder: two started into one new folder used to remove each other's temporaries.
+    with preparation_lock(data_dir):
+        return _build_locked(data_dir, corpus_args, versions, jobs, report)
+
+
+def _build_locked(data_dir, corpus_args, versions, jobs, report):
+    hours, eval_hours, speakers, seed = (corpus_args[k] for k in ("hours", "eval_hours", "speakers", "seed"))
     args_path, fingerprint_path = data_dir / "corpus_args.json", data_dir / "fingerprint.json"
     if args_path.is_file():
         previous = json.loads(args_path.read_text())

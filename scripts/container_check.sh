@@ -18,7 +18,7 @@
 #   6. ./run_with_docker.sh for a short real run (CPU config, 1 epoch on a tiny synthetic corpus, GPUS=none),
 #      with data/, results/ and runs/ mounted from CHECK_DIR on the host and the container's root file
 #      system read-only (--read-only; /tmp is a tmpfs): whatever the run writes outside the mounts fails it;
-#   7. checks on the host: one new results/CPU/result_<n>.txt with run_start and run_stop (status success, or
+#   7. checks on the host: one new results/<system>/result_<n>.txt with run_start and run_stop (status success, or
 #      aborted: the target is not reachable in one epoch on 50 utterances) and config_<n>.sh beside it, the
 #      checkpoint in runs/, the corpus with its fingerprint in data/; the log passes the compliance checker
 #      (python -m benchmark.results.compliance, in the image); a write to the read-only image fails.
@@ -97,7 +97,8 @@ figure() { SUMMARY+=("$1"); }   # a line of the summary
 fail() { echo "   CHECK FAILED: $*" >&2; exit 1; }
 image_present() { [ "$DRY" = false ] && "${DOCKER_CMD[@]}" image inspect "$1" >/dev/null 2>&1; }
 image_size() { "${DOCKER_CMD[@]}" image inspect --format '{{.Size}}' "$1" | awk '{ printf "%.2f GB", $1 / 1e9 }'; }
-result_logs() { { find "$CHECK_DIR/results/CPU" -maxdepth 1 -name 'result_*.txt' -printf '%f\n' 2>/dev/null || true; } | sort; }
+# <system>/result_<n>.txt under the mounted results/: the run names its folder after the machine (issue 16).
+result_logs() { { find "$CHECK_DIR/results" -mindepth 2 -maxdepth 2 -name 'result_*.txt' -printf '%P\n' 2>/dev/null || true; } | sort; }
 
 [ "$DRY" = true ] || mkdir -p "$LOG_DIR"
 echo "# container check of $(git rev-parse --short HEAD 2>/dev/null || echo "an unversioned tree"), $STAMP," \
@@ -232,7 +233,7 @@ model_dir=runs/CPU/check-$STAMP   # as the container sees it: runs/ is $runs
 before=$(result_logs)
 short_run() {
   local status=0
-  x mkdir -p "$data" "$results/CPU" "$runs"
+  x mkdir -p "$data" "$results" "$runs"
   # DRY_RUN passes on: run_with_docker.sh then prints its engine commands. CLEAR_CACHES=false: dropping the
   # page caches of a shared machine slows everyone's jobs, for a plumbing check.
   env DATA_HOST="$data" RESULTS_HOST="$results" RUNS_HOST="$runs" IMAGE="$IMAGE" BUILD=false GPUS=none \
@@ -253,16 +254,16 @@ result_line=$(grep -E '^RESULT,' "$LOG_DIR/short-run.log" | tail -n 1 || true)
 # --- 7. checks on the host ---
 echo "== checks on the host"
 mapfile -t new < <(comm -13 <(printf '%s\n' "$before") <(result_logs) | grep .)
-(( ${#new[@]} == 1 )) || fail "expected one new result log in ${results#"$PWD"/}/CPU, found ${#new[@]}: ${new[*]:-none}"
-log=$results/CPU/${new[0]}; n=${new[0]//[!0-9]/}
+(( ${#new[@]} == 1 )) || fail "expected one new result log in ${results#"$PWD"/}/<system>, found ${#new[@]}: ${new[*]:-none}"
+log=$results/${new[0]}; n=$(basename "$log"); n=${n//[!0-9]/}
 grep -q '"key": "run_start"' "$log" || fail "$log has no run_start"
 # The one rule for which run_stop counts (benchmark.mlperf_log.timed_region; standard library only, so the
 # host's python3 runs it): a log with two is invalid and gives no status.
 status=$(python3 scripts/mllog_seconds.py --status "$log" || true)
 [[ $status == success || $status == aborted ]] || fail "$log: run_stop status '${status:-none}'"
 echo "   result log: ${log#"$PWD"/} (run_stop status $status)"
-[ -f "$results/CPU/config_$n.sh" ] || fail "no config_$n.sh beside ${new[0]}"
-echo "   resolved configuration: ${results#"$PWD"/}/CPU/config_$n.sh"
+[ -f "$(dirname "$log")/config_$n.sh" ] || fail "no config_$n.sh beside ${new[0]}"
+echo "   resolved configuration: ${results#"$PWD"/}/$(dirname "${new[0]}")/config_$n.sh"
 ckpt=$(compgen -G "$runs/CPU/check-$STAMP/checkpoint_epoch*.pt" | head -n 1 || true)
 [ -n "$ckpt" ] || fail "no checkpoint in ${runs#"$PWD"/}/CPU/check-$STAMP (MODEL_DIR in the mounted runs/)"
 echo "   checkpoint: ${ckpt#"$PWD"/}"
@@ -270,7 +271,7 @@ echo "   checkpoint: ${ckpt#"$PWD"/}"
   fail "no synthetic corpus (train.csv, fingerprint.json) in ${data#"$PWD"/}/synthetic"
 echo "   corpus: ${data#"$PWD"/}/synthetic ($(($(wc -l < "$data/synthetic/train.csv") - 1)) train utterances, fingerprint.json)"
 step "compliance checker on ${new[0]}, in the image" compliance "${DOCKER_CMD[@]}" run --rm \
-  -v "$results:/workspace/ds2perf/results:ro" "$IMAGE" python3 -m benchmark.results.compliance "results/CPU/${new[0]}"
+  -v "$results:/workspace/ds2perf/results:ro" "$IMAGE" python3 -m benchmark.results.compliance "results/${new[0]}"
 grep -q PASS "$LOG_DIR/compliance.log" || fail "the compliance checker did not say PASS (see $LOG_DIR/compliance.log)"
 sed 's/^/   | /' "$LOG_DIR/compliance.log"
 # The run could write nothing but its mounts and /tmp, or it would have failed: check --read-only held.

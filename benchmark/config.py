@@ -87,8 +87,9 @@ class TrainConfig:
                        "per-direction calls, packed bidirectional calls, or the two directions on two CUDA "
                        "streams (GPU only)", list(RNN_IMPLS))
     conv_layout: str = _f("auto", "memory layout of the convolutions, same maths: channels_last (NHWC), contiguous "
-                          "(NCHW), or auto: channels_last on the CPU (its step ran faster, measure/conv_layout.py), "
-                          "contiguous on GPUs (not measured there)", ["auto", *CONV_LAYOUTS])
+                          "(NCHW), or auto: channels_last on the CPU (its step ran faster, "
+                          "measure/step_throughput.py --conv_layouts), contiguous on GPUs (not measured there)",
+                          ["auto", *CONV_LAYOUTS])
     process_group: str = _f("auto", "when to join a torch.distributed process group (nccl on GPU, gloo on CPU) and "
                             "train under DistributedDataParallel: auto, when torchrun starts more than one "
                             "process; always, for one process too (a one-GPU run then all-reduces its gradients "

@@ -131,7 +131,7 @@ RNN_IMPLS = {"padded": run_padded, "packed": run_packed, "streams": run_two_stre
 CUDA_ONLY_RNN_IMPLS = ("streams",)
 # Memory layouts of the convolutions' activations and weights (--conv_layout), same maths. NHWC lets
 # oneDNN pick direct kernels for the 21x11 convolution at few channels: its weight gradient was the
-# slowest part of the CPU step in NCHW (measure/conv_layout.py).
+# slowest part of the CPU step in NCHW (measure/step_throughput.py --conv_layouts).
 CONV_LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
 

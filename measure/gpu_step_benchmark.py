@@ -245,7 +245,11 @@ def main(argv=None):
     peaks = {}
     for amp in args.amps:
         dtype, label = peak_dtype(device, AUTOCAST_DTYPES[amp])
-        peaks[amp] = (matmul_peak(device, dtype, tf32=label == "tf32", n=256 if args.tiny else None), label)
+        # The peak at its full default size even with --tiny: it is the machine's, not the step's. A 256-cube
+        # matmul lasts ~0.1 ms on a 2-core CPU, too short to time: inside the container check's image on a
+        # Zen 5 VM the tiny step read 1.99-2.06x "of peak" against it; on a 2-core Xeon with AMX a 256-cube
+        # bf16 matmul ran at 55% of the 1024-cube rate. 1024 costs under 10 ms a repeat on a CPU.
+        peaks[amp] = (matmul_peak(device, dtype, tf32=label == "tf32"), label)
         print(f"matmul peak {label:5s} {peaks[amp][0] / 1e12:8.3f} TFLOP/s", flush=True)
 
     num_features = make_plan(config).feature_spec.num_features

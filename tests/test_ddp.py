@@ -180,3 +180,27 @@ def test_process_group_always_trains_one_process_under_ddp_with_the_same_numbers
     for config in (torchrun_config, alone_config):
         assert config["process_group"] == "gloo" and config["world_size"] == 1
     assert len(plain) == 4 and under_torchrun == plain and alone == plain
+
+
+EXIT_AFTER_GROUP = """
+import atexit, sys
+from benchmark import distributed
+atexit.register(lambda: print(" finalized", end=""))
+if sys.argv[1] == "gloo":
+    distributed.init_distributed(use_cuda=False, always=True)   # a gloo group of one, in-process store
+    distributed.all_reduce_sum(__import__("torch").ones(2))
+    distributed.shutdown()
+print("written", end="")   # a pipe is block-buffered: lost unless exit_process flushes it
+distributed.exit_process(3)
+"""
+
+
+def test_after_a_gloo_group_the_process_exits_with_its_status_flushed_and_without_finalization():
+    """distributed.exit_process: a gloo group's worker threads can abort the interpreter's finalization
+    (SIGABRT on the rank that exits right after the last all-reduce), so that exit skips it; the status
+    and everything printed still arrive. Without a group the exit is the ordinary one (atexit runs)."""
+    for group, tail in (("gloo", ""), ("none", " finalized")):
+        done = subprocess.run([sys.executable, "-c", EXIT_AFTER_GROUP, group], capture_output=True, text=True,
+                              timeout=60, cwd=ROOT, env=env_with())
+        assert done.returncode == 3, done.stderr
+        assert done.stdout == "written" + tail, (group, done.stdout, done.stderr)

@@ -184,11 +184,12 @@ def test_process_group_always_trains_one_process_under_ddp_with_the_same_numbers
 
 EXIT_AFTER_GROUP = """
 import atexit, sys
+import torch
 from benchmark import distributed
 atexit.register(lambda: print(" finalized", end=""))
 if sys.argv[1] == "gloo":
     distributed.init_distributed(use_cuda=False, always=True)   # a gloo group of one, in-process store
-    distributed.all_reduce_sum(__import__("torch").ones(2))
+    distributed.all_reduce_sum(torch.ones(2))
     distributed.shutdown()
 print("written", end="")   # a pipe is block-buffered: lost unless exit_process flushes it
 distributed.exit_process(3)
